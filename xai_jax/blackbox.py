@@ -1,0 +1,520 @@
+"""Black-box models as pure, jittable functions.
+
+A `BlackBox` wraps any model as `box(x) -> outputs` with `x: [batch, *input_shape]`
+and `outputs: [batch, num_outputs]`. Its parameters are a pytree leaf of the box
+(so a box can be passed through `jax.jit`, and `jax.vmap` can map over copies of
+its parameters) while the apply function is static. Explainers only ever call
+the box, its output conversions, or (for latent methods such as IBA/InputIBA and
+Grad-CAM) the split `head_fn`/`tail_fn` at a named layer.
+
+Adapters:
+  * `from_linen`  Flax linen modules (optionally split at a named submodule),
+  * `from_nnx`    Flax NNX modules (`nnx.split` / `nnx.merge`),
+  * `from_jax`    any JAX callable (Haiku `transform`, Equinox, plain functions),
+  * `from_numpy`  non-JAX models (numpy, scikit-learn, PyTorch) through one
+                  batched `jax.pure_callback` per batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xai_jax import _checks
+
+Array = jax.Array
+PyTree = Any
+
+OUTPUT_KINDS = ('logits', 'probs', 'log_probs', 'regression')
+_TINY = 1e-12
+
+
+def _as_tuple(shape: Sequence[int] | int) -> tuple[int, ...]:
+  if isinstance(shape, (int, np.integer)):
+    return (int(shape),)
+  return tuple(int(s) for s in shape)
+
+
+@flax.struct.dataclass
+class BlackBox:
+  """A model to explain: `outputs = apply_fn(params, x)`.
+
+  Attributes:
+    apply_fn: static pure function `(params, x[batch, *input_shape]) ->
+      [batch, num_outputs]`.
+    params: the model's parameters (any pytree; may be None). A pytree leaf
+      of the box, so new parameters do not recompile jitted explainers.
+    input_shape: the shape of one example, e.g. `(10,)` or `(28, 28, 1)`.
+    output: what `apply_fn` returns: 'logits', 'probs', 'log_probs' or
+      'regression'.
+    num_outputs: size of the last output dimension.
+    input_dtype: dtype kind of inputs ('float' or 'int' for token ids).
+    head_fn: optional `(params, x) -> latent[batch, *latent_shape]`, the model
+      up to the split layer.
+    tail_fn: optional `(params, latent) -> outputs`, the rest of the model;
+      `tail_fn(params, head_fn(params, x)) == apply_fn(params, x)`.
+    latent_shape: the shape of one example's latent at the split.
+    differentiable: False for boxes that cannot be differentiated
+      (`from_numpy`); gradient explainers check it.
+    name: a label for tables and figures.
+  """
+
+  apply_fn: Callable[[PyTree, Array], Array] = flax.struct.field(
+      pytree_node=False)
+  params: PyTree
+  input_shape: tuple[int, ...] = flax.struct.field(pytree_node=False)
+  output: str = flax.struct.field(pytree_node=False, default='logits')
+  num_outputs: int = flax.struct.field(pytree_node=False, default=1)
+  input_dtype: str = flax.struct.field(pytree_node=False, default='float')
+  head_fn: Callable[[PyTree, Array], Array] | None = flax.struct.field(
+      pytree_node=False, default=None)
+  tail_fn: Callable[[PyTree, Array], Array] | None = flax.struct.field(
+      pytree_node=False, default=None)
+  latent_shape: tuple[int, ...] | None = flax.struct.field(
+      pytree_node=False, default=None)
+  differentiable: bool = flax.struct.field(pytree_node=False, default=True)
+  name: str = flax.struct.field(pytree_node=False, default='blackbox')
+
+  # ----------------------------------------------------------------- checks
+  def check_input(self, x: Any, name: str = 'x', *, finite: bool = True
+                  ) -> None:
+    """Raises ValueError unless `x` is `[batch, *input_shape]` (and finite).
+
+    Args:
+      x: candidate input batch.
+      name: the argument name used in error messages.
+      finite: also reject NaN/inf (only for concrete, non-traced arrays).
+    """
+    _checks.check_array(name, x, ndim=1 + len(self.input_shape),
+                        trailing_shape=self.input_shape, finite=finite)
+    if self.input_dtype == 'float' and not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(
+          f'{name} must have a floating dtype for black box {self.name!r}, '
+          f'got {x.dtype}.')
+    if self.input_dtype == 'int' and not jnp.issubdtype(x.dtype, jnp.integer):
+      raise ValueError(
+          f'{name} must hold integer token ids for black box {self.name!r}, '
+          f'got {x.dtype}.')
+
+  # ---------------------------------------------------------------- calling
+  def __call__(self, x: Array) -> Array:
+    """Model outputs for a batch: `x[batch, *input_shape] -> [batch, num_outputs]`."""
+    self.check_input(x, finite=False)
+    return self.apply_fn(self.params, x)
+
+  def log_probs(self, x: Array) -> Array:
+    """Log class probabilities `[batch, num_outputs]` (log-softmax of logits)."""
+    return to_log_probs(self(x), self.output)
+
+  def probs(self, x: Array) -> Array:
+    """Class probabilities `[batch, num_outputs]`, rows sum to one."""
+    return jnp.exp(self.log_probs(x))
+
+  def predict(self, x: Array) -> Array:
+    """Predicted class `[batch]` (argmax of the outputs; int32)."""
+    if self.output == 'regression':
+      raise ValueError('predict() needs a classifier; this black box has '
+                       "output='regression'.")
+    return jnp.argmax(self(x), axis=-1).astype(jnp.int32)
+
+  def scores(self, x: Array, target: Array | int | None = None,
+             space: str = 'raw') -> Array:
+    """The explained scalar per example: output `target` of the box, `[batch]`.
+
+    Args:
+      x: `[batch, *input_shape]`.
+      target: class index per example `[batch]`, one int for all, or None for
+        the predicted class.
+      space: 'raw' (the box's own output kind), 'probs' or 'log_probs'.
+    """
+    _checks.check_choice('space', space, ('raw', 'probs', 'log_probs'))
+    raw = self(x)
+    t = resolve_target(raw, target, x.shape[0])
+    out = raw
+    if space != 'raw':
+      lp = to_log_probs(raw, self.output)
+      out = lp if space == 'log_probs' else jnp.exp(lp)
+    return select_target(out, t)
+
+  def with_params(self, params: PyTree) -> 'BlackBox':
+    """The same box with other parameters (no recompilation of explainers)."""
+    return self.replace(params=params)
+
+  @property
+  def is_split(self) -> bool:
+    """True when the box has a `head_fn`/`tail_fn` split for latent methods."""
+    return self.head_fn is not None and self.tail_fn is not None
+
+  def head(self, x: Array) -> Array:
+    """Latent at the split layer: `[batch, *latent_shape]`."""
+    if not self.is_split:
+      raise ValueError(f'Black box {self.name!r} has no split; build it with '
+                       "from_linen(..., split_at='layer_name').")
+    self.check_input(x, finite=False)
+    return self.head_fn(self.params, x)
+
+  def tail(self, latent: Array) -> Array:
+    """Outputs from the latent at the split layer: `[batch, num_outputs]`."""
+    if not self.is_split:
+      raise ValueError(f'Black box {self.name!r} has no split; build it with '
+                       "from_linen(..., split_at='layer_name').")
+    _checks.check_array('latent', latent, ndim=1 + len(self.latent_shape),
+                        trailing_shape=self.latent_shape)
+    return self.tail_fn(self.params, latent)
+
+
+# ------------------------------------------------------------------ outputs
+def to_log_probs(outputs: Array, output: str) -> Array:
+  """Converts a box's outputs `[..., c]` of kind `output` to log-probabilities."""
+  _checks.check_choice('output', output, OUTPUT_KINDS)
+  if output == 'logits':
+    return jax.nn.log_softmax(outputs, axis=-1)
+  if output == 'probs':
+    return jnp.log(jnp.clip(outputs, _TINY, 1.0))
+  if output == 'log_probs':
+    return outputs
+  raise ValueError("This needs a classifier; the black box has "
+                   "output='regression', which is not a distribution.")
+
+
+def resolve_target(outputs: Array | None, target: Array | int | None,
+                   batch: int) -> Array:
+  """Target class per example `[batch]` (int32).
+
+  Args:
+    outputs: the box's outputs `[batch, c]`, used when `target` is None
+      (the predicted class = argmax).
+    target: None, one int for all examples, or an int array `[batch]`.
+    batch: the batch size.
+  """
+  if target is None:
+    if outputs is None:
+      raise ValueError('target=None needs the model outputs.')
+    return jnp.argmax(outputs, axis=-1).astype(jnp.int32)
+  t = jnp.asarray(target)
+  if not jnp.issubdtype(t.dtype, jnp.integer):
+    raise ValueError(f'target must hold integer class indices, got {t.dtype}.')
+  if t.ndim == 0:
+    return jnp.full((batch,), t, jnp.int32)
+  if t.shape != (batch,):
+    raise ValueError(f'target must be an int or have shape [{batch}], got '
+                     f'shape {t.shape}.')
+  return t.astype(jnp.int32)
+
+
+def select_target(outputs: Array, target: Array) -> Array:
+  """`outputs[i, target[i]]` for each row: `[batch, c], [batch] -> [batch]`."""
+  return jnp.take_along_axis(outputs, target[:, None], axis=-1)[:, 0]
+
+
+# ----------------------------------------------------------------- adapters
+def _infer_outputs(fn: Callable, params: PyTree, input_shape: tuple[int, ...],
+                   dtype: Any) -> int:
+  out = jax.eval_shape(fn, params, jax.ShapeDtypeStruct((2, *input_shape),
+                                                        dtype))
+  if len(out.shape) != 2:
+    raise ValueError('A black box must return [batch, num_outputs]; the model '
+                     f'returned shape {out.shape[1:]} per batch of 2.')
+  return int(out.shape[-1])
+
+
+def _dtype_of(input_dtype: str) -> Any:
+  return jnp.float32 if input_dtype == 'float' else jnp.int32
+
+
+def from_jax(fn: Callable, *, input_shape: Sequence[int], params: PyTree = None,
+             output: str = 'logits', input_dtype: str = 'float',
+             name: str = 'jax') -> BlackBox:
+  """Wraps any JAX callable (Haiku `transform`, Equinox, plain function).
+
+  Args:
+    fn: `fn(x)` if `params` is None, else `fn(params, x)`; maps
+      `[batch, *input_shape] -> [batch, num_outputs]`.
+    input_shape: the shape of one example.
+    params: optional parameter pytree passed as the first argument.
+    output: 'logits', 'probs', 'log_probs' or 'regression'.
+    input_dtype: 'float' or 'int' (token ids).
+    name: a label.
+  """
+  _checks.check_choice('output', output, OUTPUT_KINDS)
+  _checks.check_choice('input_dtype', input_dtype, ('float', 'int'))
+  if not callable(fn):
+    raise ValueError(f'fn must be callable, got {type(fn).__name__}.')
+  input_shape = _as_tuple(input_shape)
+  apply_fn = fn if params is not None else _ignore_params(fn)
+  n = _infer_outputs(apply_fn, params, input_shape, _dtype_of(input_dtype))
+  return BlackBox(apply_fn=apply_fn, params=params, input_shape=input_shape,
+                  output=output, num_outputs=n, input_dtype=input_dtype,
+                  name=name)
+
+
+@functools.lru_cache(maxsize=None)
+def _ignore_params(fn: Callable) -> Callable:
+  def apply_fn(params, x):
+    del params
+    return fn(x)
+  return apply_fn
+
+
+def _module_path(split_at: str | Sequence[str]) -> tuple[str, ...]:
+  if isinstance(split_at, str):
+    return tuple(p for p in split_at.split('/') if p)
+  return tuple(split_at)
+
+
+def from_linen(module: nn.Module, variables: PyTree, *,
+               input_shape: Sequence[int], method: str | Callable | None = None,
+               output: str = 'logits', split_at: str | None = None,
+               input_dtype: str = 'float', name: str | None = None,
+               **apply_kwargs: Any) -> BlackBox:
+  """Wraps a Flax linen module: `module.apply(variables, x, method=method)`.
+
+  Args:
+    module: the linen module.
+    variables: its variables (`{'params': ..., 'batch_stats': ...}`).
+    input_shape: the shape of one example.
+    method: optional method name or function to apply instead of `__call__`.
+    output: 'logits', 'probs', 'log_probs' or 'regression'.
+    split_at: optional path of a submodule ('backbone/conv2' or 'Dense_1'):
+      `head_fn` returns that submodule's output (found with
+      `capture_intermediates`), `tail_fn` replaces it by a given latent
+      (`nn.intercept_methods`). Under jit the unused half is dead code.
+    input_dtype: 'float' or 'int'.
+    name: a label (default: the module's class name).
+    **apply_kwargs: static keyword arguments for apply (e.g. `train=False`).
+  """
+  _checks.check_choice('output', output, OUTPUT_KINDS)
+  if not isinstance(module, nn.Module):
+    raise ValueError(f'module must be a flax.linen.Module, got '
+                     f'{type(module).__name__}.')
+  input_shape = _as_tuple(input_shape)
+  kwargs = tuple(sorted(apply_kwargs.items()))
+  apply_fn = _linen_apply(module, method, kwargs)
+  name = name or type(module).__name__
+  n = _infer_outputs(apply_fn, variables, input_shape, _dtype_of(input_dtype))
+  head_fn = tail_fn = latent_shape = None
+  if split_at is not None:
+    path = _module_path(split_at)
+    head_fn = _linen_head(module, method, kwargs, path)
+    tail_fn = _linen_tail(module, method, kwargs, path, input_shape,
+                          _dtype_of(input_dtype))
+    try:
+      lat = jax.eval_shape(head_fn, variables,
+                           jax.ShapeDtypeStruct((2, *input_shape),
+                                                _dtype_of(input_dtype)))
+    except KeyError:
+      lat = None
+    if lat is None:
+      raise ValueError(f'split_at={split_at!r} names no submodule of '
+                       f'{type(module).__name__} that is called in apply.')
+    latent_shape = tuple(lat.shape[1:])
+  return BlackBox(apply_fn=apply_fn, params=variables, input_shape=input_shape,
+                  output=output, num_outputs=n, input_dtype=input_dtype,
+                  head_fn=head_fn, tail_fn=tail_fn, latent_shape=latent_shape,
+                  name=name)
+
+
+@functools.lru_cache(maxsize=None)
+def _linen_apply(module, method, kwargs):
+  def apply_fn(variables, x):
+    return module.apply(variables, x, method=method, **dict(kwargs))
+  return apply_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _linen_head(module, method, kwargs, path):
+  def head_fn(variables, x):
+    _, state = module.apply(
+        variables, x, method=method, mutable=['intermediates'],
+        capture_intermediates=lambda mdl, meth: (mdl.path == path and
+                                                 meth == '__call__'),
+        **dict(kwargs))
+    node = state['intermediates']
+    for p in path:
+      node = node[p]
+    return node['__call__'][0]
+  return head_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _linen_tail(module, method, kwargs, path, input_shape, dtype):
+  def tail_fn(variables, latent):
+    def interceptor(next_fun, args, kw, context):
+      if context.module.path == path and context.method_name == '__call__':
+        return latent
+      return next_fun(*args, **kw)
+    dummy = jnp.zeros((latent.shape[0], *input_shape), dtype)
+    with nn.intercept_methods(interceptor):
+      return module.apply(variables, dummy, method=method, **dict(kwargs))
+  return tail_fn
+
+
+def from_nnx(model: Any, *, input_shape: Sequence[int], output: str = 'logits',
+             method: str | None = None, input_dtype: str = 'float',
+             name: str | None = None) -> BlackBox:
+  """Wraps a Flax NNX module through `nnx.split` / `nnx.merge`.
+
+  The module's state becomes the box's `params` (a pytree), its graph
+  definition the static part. The module is not mutated by calls.
+
+  Args:
+    model: an `nnx.Module` mapping `[batch, *input_shape] -> [batch, c]`.
+    input_shape: the shape of one example.
+    output: 'logits', 'probs', 'log_probs' or 'regression'.
+    method: optional method name to call instead of `__call__`.
+    input_dtype: 'float' or 'int'.
+    name: a label (default: the module's class name).
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  if not isinstance(model, nnx.Module):
+    raise ValueError(f'model must be a flax.nnx.Module, got '
+                     f'{type(model).__name__}.')
+  graphdef, state = nnx.split(model)
+  apply_fn = _nnx_apply(graphdef, method)
+  return from_jax(apply_fn, input_shape=input_shape, params=state,
+                  output=output, input_dtype=input_dtype,
+                  name=name or type(model).__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _nnx_apply(graphdef, method):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  def apply_fn(state, x):
+    m = nnx.merge(graphdef, state)
+    return (m if method is None else getattr(m, method))(x)
+  return apply_fn
+
+
+def from_numpy(fn: Callable[[np.ndarray], np.ndarray], *,
+               input_shape: Sequence[int], output_shape: Sequence[int] | int,
+               dtype: Any = np.float32, output: str = 'probs',
+               input_dtype: str = 'float', name: str = 'numpy') -> BlackBox:
+  """Wraps a non-JAX model (numpy, scikit-learn, PyTorch) as a jittable box.
+
+  The model runs on the host through `jax.pure_callback`; the callback is
+  batch-aware: under `jax.vmap` (any depth) all mapped rows are flattened into
+  ONE call `fn(x[n, *input_shape]) -> [n, *output_shape]`, never one per row.
+  Gradients are not available (a clear error names the alternatives).
+
+  Args:
+    fn: numpy function `[n, *input_shape] -> [n, *output_shape]`, e.g.
+      `sklearn_model.predict_proba`.
+    input_shape: the shape of one example.
+    output_shape: the shape of one example's output, e.g. `(2,)`.
+    dtype: the output dtype.
+    output: 'logits', 'probs', 'log_probs' or 'regression'.
+    input_dtype: 'float' or 'int'.
+    name: a label.
+  """
+  _checks.check_choice('output', output, OUTPUT_KINDS)
+  if not callable(fn):
+    raise ValueError(f'fn must be callable, got {type(fn).__name__}.')
+  input_shape = _as_tuple(input_shape)
+  output_shape = _as_tuple(output_shape)
+  if len(output_shape) != 1:
+    raise ValueError(f'output_shape must have one dimension (num_outputs,), '
+                     f'got {output_shape}.')
+  dtype = np.dtype(dtype)
+  apply_fn = _numpy_apply(fn, input_shape, output_shape, dtype)
+  return BlackBox(apply_fn=apply_fn, params=None, input_shape=input_shape,
+                  output=output, num_outputs=output_shape[0],
+                  input_dtype=input_dtype, differentiable=False, name=name)
+
+
+class NotDifferentiableError(ValueError):
+  """Raised when a gradient of a non-differentiable black box is requested."""
+
+
+@functools.lru_cache(maxsize=None)
+def _numpy_apply(fn, input_shape, output_shape, dtype):
+  nin = len(input_shape)
+
+  def host(x):
+    x = np.asarray(x)
+    lead = x.shape[:x.ndim - nin]
+    flat = x.reshape((-1, *input_shape))
+    out = np.asarray(fn(flat), dtype=dtype)
+    if out.shape != (flat.shape[0], *output_shape):
+      raise ValueError(
+          f'The wrapped numpy model returned shape {out.shape} for an input of '
+          f'shape {flat.shape}; expected {(flat.shape[0], *output_shape)}.')
+    return out.reshape((*lead, *output_shape))
+
+  @jax.custom_jvp
+  def call(x):
+    spec = jax.ShapeDtypeStruct((*x.shape[:x.ndim - nin], *output_shape),
+                                dtype)
+    return jax.pure_callback(host, spec, x, vmap_method='expand_dims')
+
+  @call.defjvp
+  def _jvp(primals, tangents):
+    raise NotDifferentiableError(
+        'This black box was wrapped with from_numpy and runs outside JAX, so '
+        'it has no gradients. Use a perturbation explainer (occlusion, rise, '
+        'lime, kernel_shap, permutation_shap), or wrap a JAX version of the '
+        'model with from_linen/from_nnx/from_jax.')
+
+  def apply_fn(params, x):
+    del params
+    return call(x)
+  return apply_fn
+
+
+def as_blackbox(model: BlackBox | Callable, *, input_shape: Sequence[int] |
+                None = None, output: str = 'logits') -> BlackBox:
+  """Returns `model` if it is a BlackBox, else wraps a JAX callable with
+  `from_jax` (then `input_shape` is required)."""
+  if isinstance(model, BlackBox):
+    return model
+  if input_shape is None:
+    raise ValueError('input_shape is required when model is a plain callable '
+                     'and not a BlackBox.')
+  return from_jax(model, input_shape=input_shape, output=output)
+
+
+def require_differentiable(box: BlackBox, method: str) -> None:
+  """Raises a clear error if a gradient method is used on a numpy box."""
+  if not box.differentiable:
+    raise NotDifferentiableError(
+        f'{method} needs gradients, but black box {box.name!r} is not '
+        'differentiable (from_numpy). Use a perturbation explainer (occlusion, '
+        'rise, lime, kernel_shap, permutation_shap) instead.')
+
+
+def forward_in_chunks(box: BlackBox, x: Array, chunk_size: int) -> Array:
+  """Evaluates the box on a large batch in chunks (memory-bounded).
+
+  Args:
+    box: the black box.
+    x: `[n, *input_shape]`.
+    chunk_size: rows per model call; bounds peak memory.
+  Returns:
+    `[n, num_outputs]`, equal to `box(x)`.
+  """
+  if chunk_size <= 0:
+    raise ValueError(f'chunk_size must be positive, got {chunk_size}.')
+  n = x.shape[0]
+  if n <= chunk_size:
+    return box.apply_fn(box.params, x)
+  num = -(-n // chunk_size)
+  pad = num * chunk_size - n
+  xp = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x
+  xp = xp.reshape((num, chunk_size, *x.shape[1:]))
+  out = jax.lax.map(functools.partial(box.apply_fn, box.params), xp)
+  return out.reshape((num * chunk_size, *out.shape[2:]))[:n]
+
+
+__all__ = [
+    'BlackBox', 'NotDifferentiableError', 'OUTPUT_KINDS', 'as_blackbox',
+    'forward_in_chunks', 'from_jax', 'from_linen', 'from_nnx', 'from_numpy',
+    'require_differentiable', 'resolve_target', 'select_target',
+    'to_log_probs',
+]

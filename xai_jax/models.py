@@ -1,0 +1,172 @@
+"""Black-box models we train for experiments (Flax linen).
+
+Small, fast-to-train classifiers that stand in for the models users explain:
+an MLP for tabular data, a CNN and a small ViT for images, and a text CNN
+(the L2X IMDB black box: Embedding -> Conv1D -> global max-pool -> Dense ->
+Dense). Submodules carry stable names so black boxes can be split at a layer
+(`blackbox.from_linen(..., split_at='conv2')`) for latent methods (IBA,
+InputIBA, Grad-CAM).
+
+`make_model(name, **kw)` builds one by registry name; `input_dtype(name)` says
+whether it takes floats or token ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xai_jax import _checks
+
+_ACTS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'relu': nn.relu, 'selu': nn.selu, 'gelu': nn.gelu, 'tanh': jnp.tanh}
+
+
+class MLP(nn.Module):
+  """Multi-layer perceptron `[batch, d] -> [batch, num_classes]` logits.
+
+  Hidden layers are named `dense{i}` and the output layer `head`.
+  """
+
+  num_classes: int
+  hidden: Sequence[int] = (200, 200)
+  activation: str = 'relu'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    act = _ACTS[self.activation]
+    x = x.reshape((x.shape[0], -1))
+    for i, h in enumerate(self.hidden):
+      x = act(nn.Dense(h, name=f'dense{i}')(x))
+    return nn.Dense(self.num_classes, name='head')(x)
+
+
+class CNN(nn.Module):
+  """A small CNN `[batch, H, W, C] -> [batch, num_classes]` logits.
+
+  conv1 (3x3, `features[0]`) -> ReLU -> 2x2 max-pool -> conv2 (3x3,
+  `features[1]`) -> ReLU -> 2x2 max-pool -> dense1 -> ReLU -> dropout -> head.
+  Split points for latent methods: 'conv1', 'conv2' (pre-activation outputs).
+  """
+
+  num_classes: int
+  features: Sequence[int] = (16, 32)
+  dense: int = 128
+  dropout: float = 0.25
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    for i, f in enumerate(self.features):
+      x = nn.relu(nn.Conv(f, (3, 3), name=f'conv{i + 1}')(x))
+      x = nn.max_pool(x, (2, 2), (2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(self.dense, name='dense1')(x))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, name='head')(x)
+
+
+class _EncoderBlock(nn.Module):
+  dim: int
+  heads: int
+  mlp_dim: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = nn.LayerNorm()(x)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads)(y, y)
+    y = nn.LayerNorm()(x)
+    y = nn.Dense(self.dim)(nn.gelu(nn.Dense(self.mlp_dim)(y)))
+    return x + y
+
+
+class ViT(nn.Module):
+  """A small Vision Transformer `[batch, H, W, C] -> [batch, num_classes]`.
+
+  Patch embedding (`patch` x `patch`, named 'embed'), learned position
+  embeddings, a [CLS] token, `depth` pre-LN encoder blocks ('block{i}'), and a
+  linear 'head' on the final [CLS] state.
+  """
+
+  num_classes: int
+  patch: int = 4
+  dim: int = 64
+  depth: int = 4
+  heads: int = 4
+  mlp_dim: int = 128
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    x = nn.Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch),
+                padding='VALID', name='embed')(x)
+    b, h, w, c = x.shape
+    x = x.reshape((b, h * w, c))
+    cls = self.param('cls', nn.initializers.zeros, (1, 1, c))
+    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c)), x], axis=1)
+    pos = self.param('pos', nn.initializers.normal(0.02), (1, h * w + 1, c))
+    x = x + pos
+    for i in range(self.depth):
+      x = _EncoderBlock(self.dim, self.heads, self.mlp_dim, name=f'block{i}')(x)
+    x = nn.LayerNorm(name='norm')(x)
+    return nn.Dense(self.num_classes, name='head')(x[:, 0])
+
+
+class TextCNN(nn.Module):
+  """Word-level text CNN `int[batch, L] -> [batch, num_classes]` logits.
+
+  The L2X IMDB black box: Embedding(vocab, embed_dim) -> Conv1D(filters, 3) ->
+  ReLU -> global max-pool -> Dense(hidden) -> ReLU -> Dense(num_classes).
+  Token id 0 is PAD and embeds to zero.
+  """
+
+  num_classes: int
+  vocab_size: int
+  embed_dim: int = 50
+  filters: int = 250
+  kernel: int = 3
+  hidden: int = 250
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    e = nn.Embed(self.vocab_size, self.embed_dim, name='embed')(tokens)
+    e = e * (tokens > 0)[..., None].astype(e.dtype)
+    h = nn.relu(nn.Conv(self.filters, (self.kernel,), name='conv')(e))
+    h = jnp.max(h, axis=1)
+    h = nn.relu(nn.Dense(self.hidden, name='dense1')(h))
+    return nn.Dense(self.num_classes, name='head')(h)
+
+
+MODELS: dict[str, type[nn.Module]] = {
+    'mlp': MLP, 'cnn': CNN, 'vit': ViT, 'text_cnn': TextCNN}
+
+
+def make_model(name: str, **kwargs: Any) -> nn.Module:
+  """Builds a model by registry name ('mlp', 'cnn', 'vit', 'text_cnn').
+
+  Args:
+    name: the model name.
+    **kwargs: the module's fields (num_classes, hidden, ...).
+  """
+  _checks.check_choice('model', name, MODELS)
+  if 'activation' in kwargs:
+    _checks.check_choice('activation', kwargs['activation'], _ACTS)
+  return MODELS[name](**kwargs)
+
+
+def input_dtype(name: str) -> str:
+  """'int' for token models, else 'float' (for `blackbox.from_linen`)."""
+  _checks.check_choice('model', name, MODELS)
+  return 'int' if name == 'text_cnn' else 'float'
+
+
+def takes_train_flag(name: str) -> bool:
+  """True if the module's `__call__` takes `train` (dropout)."""
+  return name != 'mlp'
+
+
+__all__ = ['CNN', 'MLP', 'MODELS', 'TextCNN', 'ViT', 'input_dtype',
+           'make_model', 'takes_train_flag']
