@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xai_jax import _checks
 
@@ -168,5 +169,96 @@ def takes_train_flag(name: str) -> bool:
   return name != 'mlp'
 
 
-__all__ = ['CNN', 'MLP', 'MODELS', 'TextCNN', 'ViT', 'input_dtype',
-           'make_model', 'takes_train_flag']
+
+
+# ---------------------------------------------------------------- training
+def classifier_loss(module: nn.Module, *, soft_targets: bool,
+                    train_flag: bool) -> Callable:
+  """Cross-entropy loss for `train.fit`: batch = `{'x', 'y'}`.
+
+  `y` is int labels `[batch]` or soft targets `[batch, c]` (then the
+  cross-entropy against the distribution, as L2X fits P(Y|X)).
+
+  Args:
+    module: the linen classifier (outputs logits).
+    soft_targets: True if `y` holds distributions.
+    train_flag: pass `train=True` (dropout) to the module.
+  """
+  import optax  # pylint: disable=g-import-not-at-top
+
+  def loss_fn(params, model_state, batch, key):
+    kw = {'train': True, 'rngs': {'dropout': key}} if train_flag else {}
+    logits = module.apply({'params': params}, batch['x'], **kw)
+    if soft_targets:
+      loss = optax.softmax_cross_entropy(logits, batch['y']).mean()
+      labels = jnp.argmax(batch['y'], -1)
+    else:
+      loss = optax.softmax_cross_entropy_with_integer_labels(
+          logits, batch['y']).mean()
+      labels = batch['y']
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, (model_state, {'accuracy': acc})
+  return loss_fn
+
+
+def accuracy(box: Any, x: Any, y: Any, *, chunk_size: int = 4096) -> float:
+  """Accuracy of a black box on `x [n, ...]` vs labels `y [n]` (or soft `[n, c]`)."""
+  from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
+  y = jnp.asarray(y)
+  labels = jnp.argmax(y, -1) if y.ndim == 2 else y
+  out = jax.jit(bb.forward_in_chunks, static_argnums=2)(
+      box, jnp.asarray(x), chunk_size)
+  return float(jnp.mean(jnp.argmax(out, -1) == labels))
+
+
+def fit_classifier(name: str, model_kwargs: dict[str, Any], x: Any, y: Any, *,
+                   key: jax.Array | int, num_steps: int, batch_size: int,
+                   optimizer: Any = None, workdir: str | None = None,
+                   log_every: int = 100, checkpoint_every: int = 1000
+                   ) -> tuple[Any, dict[str, float]]:
+  """Trains a registry model as a black box with the shared loop (`train.fit`).
+
+  Args:
+    name: registry name ('mlp', 'cnn', 'vit', 'text_cnn').
+    model_kwargs: the module's fields (must include num_classes).
+    x: training inputs `[n, *input_shape]`.
+    y: int labels `[n]` or soft targets `[n, num_classes]`.
+    key: PRNG key or int seed (initialisation, shuffling, dropout).
+    num_steps: optimizer steps.
+    batch_size: global batch size.
+    optimizer: ConfigDict/dict for `train.make_optimizer` (default Adam 1e-3).
+    workdir: checkpoints go to `workdir/checkpoints` (resumable), or None.
+    log_every: progress log period in steps.
+    checkpoint_every: checkpoint period in steps.
+
+  Returns:
+    `(BlackBox, train_metrics)`: a `from_linen` box with output 'logits'.
+  """
+  from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
+  from xai_jax import train  # pylint: disable=g-import-not-at-top
+  module = make_model(name, **model_kwargs)
+  key = jax.random.key(key) if isinstance(key, int) else key
+  init_key, fit_key = jax.random.split(key)
+  x = np.asarray(x)
+  y = np.asarray(y)
+  variables = module.init(init_key, jnp.asarray(x[:2]))
+  optimizer = dict(optimizer or {'optimizer': 'adam', 'learning_rate': 1e-3})
+  tx = train.make_optimizer(optimizer, num_steps=num_steps)
+  state = train.create_train_state(variables['params'], tx, key=fit_key)
+  loss_fn = classifier_loss(module, soft_targets=y.ndim == 2,
+                            train_flag=takes_train_flag(name))
+  state, history = train.fit(loss_fn, state, {'x': x, 'y': y}, tx=tx,
+                             workdir=workdir, batch_size=batch_size,
+                             num_steps=num_steps, log_every=log_every,
+                             checkpoint_every=checkpoint_every)
+  box = bb.from_linen(module, {'params': state.params},
+                      input_shape=x.shape[1:], input_dtype=input_dtype(name),
+                      name=name)
+  last = {k: float(np.asarray(v)[-1]) for k, v in history.items()
+          if np.size(v)}
+  return box, last
+
+
+__all__ = ['CNN', 'MLP', 'MODELS', 'TextCNN', 'ViT', 'accuracy',
+           'classifier_loss', 'fit_classifier', 'input_dtype', 'make_model',
+           'takes_train_flag']

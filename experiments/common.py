@@ -1,0 +1,93 @@
+"""Helpers shared by the experiment binaries: data, workdir files, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import ml_collections
+import numpy as np
+
+from xai_jax.data import synthetic
+
+TABULAR = ('xor', 'orange_skin', 'nonlinear_additive', 'switch')
+
+
+def load_data(config: ml_collections.ConfigDict):
+  """Train and test `Dataset`s for `config.data` (seeded by `config.seed`).
+
+  Synthetic sets are generated (train from seed `2*seed`, test from
+  `2*seed + 1`, so they never overlap); Fashion-MNIST is read from its IDX
+  files (`config.data_dir` or the Debian default); 'imdb' comes from tfds
+  (`config.data_dir`, prepared beforehand: nothing is downloaded).
+  """
+  name = config.data
+  s_train, s_test = 2 * config.seed, 2 * config.seed + 1
+  if name in TABULAR:
+    return (synthetic.make_tabular(name, config.num_train, s_train),
+            synthetic.make_tabular(name, config.num_test, s_test))
+  if name == 'images':
+    return (synthetic.make_images(config.num_train, s_train,
+                                  num_classes=config.model_kwargs.num_classes),
+            synthetic.make_images(config.num_test, s_test,
+                                  num_classes=config.model_kwargs.num_classes))
+  if name == 'text':
+    kw = dict(seq_len=config.seq_len, vocab_size=config.vocab_size)
+    return (synthetic.make_text(config.num_train, s_train, **kw),
+            synthetic.make_text(config.num_test, s_test, **kw))
+  if name == 'fashion_mnist':
+    from xai_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
+    d = config.data_dir or None
+    tr = fashion_mnist.load_fashion_mnist('train', data_dir=d)
+    te = fashion_mnist.load_fashion_mnist('test', data_dir=d)
+    return tr.subset(slice(0, config.num_train)), te.subset(
+        slice(0, config.num_test))
+  if name == 'imdb':
+    from xai_jax.data import tfds as tfds_data  # pylint: disable=g-import-not-at-top
+    if not config.data_dir:
+      raise ValueError('config.data_dir must point at a tfds data_dir holding '
+                       'a prepared imdb_reviews (no downloads are made).')
+    tr, vocab = tfds_data.load_text_classification(
+        'imdb_reviews', 'train', data_dir=config.data_dir,
+        seq_len=config.seq_len, vocab_size=config.vocab_size)
+    te, _ = tfds_data.load_text_classification(
+        'imdb_reviews', 'test', data_dir=config.data_dir,
+        seq_len=config.seq_len, vocab=vocab)
+    return tr, te
+  raise ValueError(f'Unknown data set config.data={name!r}.')
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates `workdir` (and figures/) and writes `config.json`."""
+  os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def format_table(rows: Mapping[str, Mapping[str, Any]] | Mapping[str, Any],
+                 title: str = '') -> str:
+  """A plain-text table: one row per key, one column per metric."""
+  if rows and not isinstance(next(iter(rows.values())), Mapping):
+    rows = {k: {'value': v} for k, v in rows.items()}
+  cols: list[str] = []
+  for r in rows.values():
+    cols += [c for c in r if c not in cols]
+  fmt = lambda v: f'{v:.4g}' if isinstance(v, (float, np.floating)) else str(v)
+  width = [max(len(c), *(len(fmt(r.get(c, ''))) for r in rows.values()))
+           for c in cols]
+  first = max([len(k) for k in rows] + [6])
+  lines = [title] if title else []
+  lines.append(' ' * first + ' | ' + ' | '.join(
+      c.rjust(w) for c, w in zip(cols, width)))
+  lines.append('-' * len(lines[-1]))
+  for k, r in rows.items():
+    lines.append(k.ljust(first) + ' | ' + ' | '.join(
+        fmt(r.get(c, '')).rjust(w) for c, w in zip(cols, width)))
+  return '\n'.join(lines)
+
+
+def read_json(path: str) -> dict[str, Any]:
+  """Reads a JSON file."""
+  with open(path) as f:
+    return json.load(f)

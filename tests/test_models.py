@@ -1,0 +1,56 @@
+"""Tests for xai_jax.models: shapes, registry, a quick fit, bad names."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xai_jax import models
+
+
+@pytest.mark.parametrize('name,kw,x', [
+    ('mlp', dict(num_classes=3, hidden=(8,)), jnp.ones((2, 10))),
+    ('cnn', dict(num_classes=10), jnp.ones((2, 28, 28, 1))),
+    ('vit', dict(num_classes=10, dim=16, depth=1, heads=2, mlp_dim=16),
+     jnp.ones((2, 28, 28, 1))),
+    ('text_cnn', dict(num_classes=2, vocab_size=30, embed_dim=4, filters=8,
+                      hidden=8), jnp.ones((2, 12), jnp.int32)),
+])
+def test_output_shapes(name, kw, x):
+  m = models.make_model(name, **kw)
+  v = m.init(jax.random.key(0), x)
+  out = m.apply(v, x)
+  assert out.shape == (2, kw['num_classes'])
+  assert np.all(np.isfinite(out))
+
+
+def test_text_cnn_ignores_padding_content():
+  m = models.make_model('text_cnn', num_classes=2, vocab_size=30, embed_dim=4,
+                        filters=8, hidden=8)
+  tok = jnp.array([[5, 6, 7, 0, 0, 0]])
+  v = m.init(jax.random.key(0), tok)
+  # PAD embeds to zero, so the embedding row of id 0 has no effect.
+  v2 = jax.tree_util.tree_map(lambda a: a, v)
+  v2['params']['embed']['embedding'] = v['params']['embed']['embedding'].at[
+      0].set(100.0)
+  np.testing.assert_allclose(m.apply(v, tok), m.apply(v2, tok), rtol=1e-6)
+
+
+def test_fit_classifier_learns_linear_rule():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4000, 5)).astype(np.float32)
+  y = (x[:, 0] - x[:, 1] > 0).astype(np.int32)
+  box, last = models.fit_classifier('mlp', dict(num_classes=2, hidden=(32,)),
+                                    x, y, key=0, num_steps=300,
+                                    batch_size=100)
+  xt = rng.normal(size=(2000, 5)).astype(np.float32)
+  yt = (xt[:, 0] - xt[:, 1] > 0).astype(np.int32)
+  assert models.accuracy(box, xt, yt) > 0.95
+  assert last['step'] == 300
+
+
+def test_unknown_names():
+  with pytest.raises(ValueError, match="Unknown model 'resnet'"):
+    models.make_model('resnet', num_classes=2)
+  with pytest.raises(ValueError, match='activation'):
+    models.make_model('mlp', num_classes=2, activation='swishy')
