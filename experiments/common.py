@@ -48,12 +48,12 @@ def load_data(config: ml_collections.ConfigDict):
     if not config.data_dir:
       raise ValueError('config.data_dir must point at a tfds data_dir holding '
                        'a prepared imdb_reviews (no downloads are made).')
-    tr, vocab = tfds_data.load_text_classification(
-        'imdb_reviews', 'train', data_dir=config.data_dir,
-        seq_len=config.seq_len, vocab_size=config.vocab_size)
-    te, _ = tfds_data.load_text_classification(
-        'imdb_reviews', 'test', data_dir=config.data_dir,
-        seq_len=config.seq_len, vocab=vocab)
+    tr = tfds_data.load_tfds('imdb_reviews', 'train', data_dir=config.data_dir,
+                             task='text', seq_len=config.seq_len,
+                             vocab_size=config.vocab_size)
+    te = tfds_data.load_tfds('imdb_reviews', 'test', data_dir=config.data_dir,
+                             task='text', seq_len=config.seq_len,
+                             vocab=tr.meta['vocab'])
     return tr, te
   raise ValueError(f'Unknown data set config.data={name!r}.')
 
