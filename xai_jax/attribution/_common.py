@@ -1,0 +1,407 @@
+"""Helpers shared by every attribution method (gradients, perturbation, LIME, SHAP).
+
+Every attribution method has one call shape (Captum / PAIR-saliency style)::
+
+    method(model, x, *, target=None, baseline=..., key=..., **options)
+
+and follows the same two stages:
+
+1. **Checks, outside jit** (on concrete values, so a user sees a `ValueError`
+   naming the argument): `prepare` (model -> `BlackBox`, `x` checked),
+   `check_target`, `check_space`, `resolve_baseline`, `check_key`,
+   `check_int` / `check_chunk_size`.
+2. **A jitted core** (compiled once per shape and static options), written for
+   ONE example and `jax.vmap`ped over the batch. Inside it: `resolve_targets`
+   (None -> predicted class), `score_fn` / `example_score` (the explained
+   scalar), and memory-bounded evaluation of many perturbed inputs with
+   `map_in_chunks` / `sum_in_chunks` / `evaluate_in_chunks`.
+
+Memory: a chunked helper evaluates `chunk` perturbations per model call. When the
+per-example core is vmapped over a batch of `b` examples, a model call sees
+`b * chunk` rows; `per_example_chunk(chunk_size, b, n)` picks `chunk` so that this
+stays <= `chunk_size` (at least one row per example). Map over cheap
+*descriptors* (indices, masks, path positions) and build the perturbed input
+inside `fn`, so that only one chunk of full inputs exists at a time.
+
+Multi-device: the cores are plain vmaps over the batch, so placing `x` (and a
+`[batch, ...]` baseline / target) on a `jax.sharding.NamedSharding` over a
+`Mesh('data')` shards the work over devices; no hand-made pmap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xai_jax import _checks
+from xai_jax import blackbox as bb
+from xai_jax import masking
+
+Array = jax.Array
+PyTree = Any
+
+#: Default bound on the number of model rows evaluated in one call.
+DEFAULT_CHUNK_SIZE = 1024
+
+SPACES = ('raw', 'probs', 'log_probs')
+
+
+# -------------------------------------------------------------------- checks
+def prepare(model: bb.BlackBox | Callable, x: Any, *, name: str = 'x',
+            input_shape: Sequence[int] | None = None) -> tuple[bb.BlackBox,
+                                                               Array]:
+  """Normalises `(model, x)`: model -> `BlackBox`, `x` checked and as a jax array.
+
+  Args:
+    model: a `BlackBox`, or a plain JAX callable `[batch, *input_shape] ->
+      [batch, num_outputs]` (wrapped with `blackbox.as_blackbox`; its input
+      shape defaults to `x.shape[1:]`).
+    x: `[batch, *input_shape]`, finite (NaN/inf rejected unless traced).
+    name: the argument's name in error messages.
+    input_shape: the example shape for a plain callable (default `x.shape[1:]`).
+  Returns:
+    `(box, x)` with `x` a `jax.Array`.
+  Raises:
+    ValueError: naming `name` for a wrong shape, dtype or non-finite values.
+  """
+  if not hasattr(x, 'shape') or not hasattr(x, 'dtype'):
+    if isinstance(x, (list, tuple)):
+      x = np.asarray(x)
+    else:
+      raise ValueError(f'{name} must be an array [batch, *input_shape], got '
+                       f'{type(x).__name__}.')
+  if not isinstance(model, bb.BlackBox):
+    if input_shape is None:
+      _checks.check_array(name, x, min_ndim=2)
+      input_shape = tuple(x.shape[1:])
+    model = bb.as_blackbox(model, input_shape=input_shape)
+  model.check_input(x, name, finite=True)
+  if x.shape[0] == 0:
+    raise ValueError(f'{name} must hold at least one example, got shape '
+                     f'{tuple(x.shape)}.')
+  return model, jnp.asarray(x)
+
+
+def check_target(box: bb.BlackBox, target: Any, batch: int) -> Array | None:
+  """Validates `target` before tracing; returns None or int32 `[batch]`.
+
+  Args:
+    box: the black box (its `num_outputs` bounds the class index).
+    target: None (= the predicted class, resolved inside the core by
+      `resolve_targets`), one int for all examples, or ints `[batch]`.
+    batch: the batch size.
+  Raises:
+    ValueError: naming `target` for a non-integer dtype, a wrong shape or an
+      index outside `[0, num_outputs)`.
+  """
+  if target is None:
+    return None
+  t = bb.resolve_target(None, target, batch)
+  if not _checks.is_tracer(t):
+    tn = np.asarray(t)
+    if tn.size and (tn.min() < 0 or tn.max() >= box.num_outputs):
+      raise ValueError(f'target must be in [0, {box.num_outputs}) for black '
+                       f'box {box.name!r}, got values in [{tn.min()}, '
+                       f'{tn.max()}].')
+  return t
+
+
+def check_space(box: bb.BlackBox, space: str) -> str:
+  """Checks the explained output space: 'raw', 'probs' or 'log_probs'.
+
+  'raw' explains the box's own output (logit, probability, ...); 'probs' and
+  'log_probs' convert classifier outputs first (not possible for regression).
+  """
+  _checks.check_choice('space', space, SPACES)
+  if space != 'raw' and box.output == 'regression':
+    raise ValueError(f"space={space!r} needs a classifier; black box "
+                     f"{box.name!r} has output='regression'. Use space='raw'.")
+  return space
+
+
+def check_key(key: Any, method: str) -> Array:
+  """Checks that a PRNG key was given (new-style `jax.random.key` or raw uint32[2]).
+
+  Raises:
+    ValueError: naming `key` if it is missing or not a single PRNG key.
+  """
+  if key is None:
+    raise ValueError(f'{method} is random and needs a PRNG key: pass '
+                     'key=jax.random.key(0) (same key, same output).')
+  if not hasattr(key, 'dtype') or not hasattr(key, 'shape'):
+    raise ValueError(f'key must be a jax PRNG key, got {type(key).__name__}.')
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(f'key must be a single PRNG key, got shape {key.shape}.')
+    return key
+  if key.dtype == jnp.uint32 and key.shape == (2,):
+    return jax.random.wrap_key_data(key)
+  raise ValueError(f'key must be a jax PRNG key (jax.random.key(seed)), got '
+                   f'dtype {key.dtype} and shape {key.shape}.')
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+  """Checks a Python integer option >= `minimum` and returns it as `int`."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f'{name} must be a Python int, got {value!r}.')
+  if value < minimum:
+    raise ValueError(f'{name} must be >= {minimum}, got {value}.')
+  return int(value)
+
+
+def check_chunk_size(chunk_size: Any) -> int:
+  """Checks the memory bound `chunk_size` (model rows per call, >= 1)."""
+  return check_int('chunk_size', chunk_size, 1)
+
+
+def check_groups(groups: Any, box: bb.BlackBox) -> masking.FeatureGroups:
+  """Checks that `groups` is a `FeatureGroups` over the box's input shape."""
+  if not isinstance(groups, masking.FeatureGroups):
+    raise ValueError('groups must be a masking.FeatureGroups (e.g. '
+                     f'masking.patch_groups(...)), got {type(groups).__name__}.')
+  if tuple(groups.input_shape) != tuple(box.input_shape):
+    raise ValueError(f'groups are defined for input shape {groups.input_shape}'
+                     f' but the black box takes {box.input_shape}.')
+  return groups
+
+
+def resolve_baseline(baseline: Any, x: Array, *, key: Array | None = None,
+                     name: str = 'baseline', **make_baseline_kwargs: Any
+                     ) -> Array:
+  """The reference input for every example: `[batch, *input_shape]`.
+
+  Args:
+    baseline: a kind for `masking.make_baseline` ('zero', 'mean', 'blur',
+      'noise', 'reference'), a scalar, or an array of shape `[*input_shape]`
+      or `[batch, *input_shape]`.
+    x: `[batch, *input_shape]`.
+    key: PRNG key, only for `baseline='noise'`.
+    name: the argument's name in error messages.
+    **make_baseline_kwargs: passed to `make_baseline` (reference, data_mean,
+      blur_sigma, noise_std).
+  Returns:
+    `[batch, *input_shape]` with the dtype of `x`.
+  Raises:
+    ValueError: naming `name` for a wrong shape, an unknown kind or NaN.
+  """
+  if isinstance(baseline, str):
+    if baseline not in masking.BASELINES:
+      raise ValueError(f'Unknown {name} {baseline!r}; expected a scalar, an '
+                       f'array or one of {sorted(masking.BASELINES)}.')
+    if baseline == 'noise' and key is not None:
+      key = check_key(key, "baseline='noise'")
+    return masking.make_baseline(baseline, x, key=key, **make_baseline_kwargs)
+  if baseline is None:
+    raise ValueError(f'{name} must be a kind {sorted(masking.BASELINES)}, a '
+                     'scalar or an array, got None.')
+  try:
+    b = jnp.asarray(baseline, dtype=x.dtype)
+  except TypeError:
+    raise ValueError(f'{name} must be a kind, a scalar or an array, got '
+                     f'{type(baseline).__name__}.') from None
+  if b.ndim and tuple(b.shape) not in (tuple(x.shape), tuple(x.shape[1:])):
+    raise ValueError(f'{name} must be a scalar, [*input_shape]={x.shape[1:]} or'
+                     f' [batch, *input_shape]={x.shape}, got shape {b.shape}.')
+  _checks.check_array(name, b, finite=True)
+  return jnp.broadcast_to(b, x.shape)
+
+
+# ------------------------------------------------------------ inside a core
+def score_fn(box: bb.BlackBox, space: str = 'raw'
+             ) -> Callable[[Array, Array], Array]:
+  """The explained scalar for a batch: `(x[n, *input_shape], t int[n]) -> [n]`.
+
+  `space='raw'` selects the box's own output; 'probs' / 'log_probs' convert a
+  classifier's outputs first. Traceable; calls `box.apply_fn` directly (no
+  checks), so it also works under `vmap`.
+  """
+  def f(x: Array, t: Array) -> Array:
+    out = box.apply_fn(box.params, x)
+    if space != 'raw':
+      out = bb.to_log_probs(out, box.output)
+      if space == 'probs':
+        out = jnp.exp(out)
+    return bb.select_target(out, t)
+  return f
+
+
+def example_score(box: bb.BlackBox, space: str = 'raw'
+                  ) -> Callable[[Array, Array], Array]:
+  """The explained scalar for ONE example: `(x[*input_shape], t int[]) -> []`.
+
+  The form to differentiate (`jax.grad`) and to `vmap` over paths, noise
+  samples, perturbations and the batch.
+  """
+  f = score_fn(box, space)
+  return lambda x, t: f(x[None], t[None])[0]
+
+
+def resolve_targets(box: bb.BlackBox, x: Array, target: Array | None
+                    ) -> Array:
+  """Inside a core: int32 `[batch]` targets, None -> predicted class of `x`."""
+  if target is not None:
+    return target
+  return jnp.argmax(box.apply_fn(box.params, x), axis=-1).astype(jnp.int32)
+
+
+def per_example_chunk(chunk_size: int, batch: int, n: int) -> int:
+  """Items per chunk for each example so that `batch * chunk <= chunk_size`.
+
+  Args:
+    chunk_size: the bound on model rows per call for the whole batch.
+    batch: examples evaluated together (the vmapped batch).
+    n: items (perturbations, steps, samples) per example.
+  Returns:
+    an int in `[1, n]`.
+  """
+  return max(1, min(n, chunk_size // max(batch, 1)))
+
+
+def _even_chunks(n: int, chunk: int) -> tuple[int, int]:
+  """(num_chunks, chunk) with chunks as even as possible and chunk <= given."""
+  chunk = max(1, min(chunk, n))
+  num = -(-n // chunk)
+  return num, -(-n // num)
+
+
+def _pad_rows(xs: PyTree, total: int) -> PyTree:
+  def pad(a):
+    a = jnp.asarray(a)
+    extra = total - a.shape[0]
+    if not extra:
+      return a
+    return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+  return jax.tree.map(pad, xs)
+
+
+def _num_rows(xs: PyTree) -> int:
+  leaves = jax.tree.leaves(xs)
+  if not leaves:
+    raise ValueError('xs must hold at least one array.')
+  n = leaves[0].shape[0]
+  if any(l.shape[0] != n for l in leaves):
+    raise ValueError('All arrays in xs must share the leading dimension.')
+  return int(n)
+
+
+def map_in_chunks(fn: Callable[[PyTree], PyTree], xs: PyTree, chunk: int
+                  ) -> PyTree:
+  """`jnp.stack([fn(x) for x in xs])`, evaluated `chunk` items at a time.
+
+  `fn` is written for ONE item and vmapped within a chunk; chunks run
+  sequentially (`lax.map(..., batch_size=chunk)` on rows padded to equal
+  chunks, so `fn` is traced once). Peak memory is that of one chunk plus the
+  stacked outputs.
+
+  Args:
+    fn: per-item function (pytree in, pytree out).
+    xs: pytree of arrays with leading dimension `n` (cheap descriptors such
+      as indices or masks; build big perturbed inputs inside `fn`).
+    chunk: items per chunk (>= 1; see `per_example_chunk`).
+  Returns:
+    the stacked outputs, leading dimension `n`.
+  """
+  n = _num_rows(xs)
+  num, chunk = _even_chunks(n, chunk)
+  if num == 1:
+    return jax.vmap(fn)(xs)
+  ys = jax.lax.map(fn, _pad_rows(xs, num * chunk), batch_size=chunk)
+  return jax.tree.map(lambda y: y[:n], ys)
+
+
+def sum_in_chunks(fn: Callable[[PyTree], PyTree], xs: PyTree, chunk: int
+                  ) -> PyTree:
+  """`sum(fn(x) for x in xs)`, evaluated `chunk` items at a time.
+
+  Like `map_in_chunks` but accumulates the sum in a `lax.scan` carry, so only
+  one chunk of outputs ever exists (e.g. gradients along an integration path,
+  RISE masks times scores). Padding rows are excluded from the sum.
+
+  Args:
+    fn: per-item function; its outputs are summed over items.
+    xs: pytree of arrays with leading dimension `n`.
+    chunk: items per chunk (>= 1).
+  Returns:
+    the summed outputs (shapes of one `fn` output).
+  """
+  n = _num_rows(xs)
+  num, chunk = _even_chunks(n, chunk)
+  total = num * chunk
+
+  def chunk_sum(c, valid):
+    ys = jax.vmap(fn)(c)
+    def s(y):
+      v = valid.reshape((-1,) + (1,) * (y.ndim - 1))
+      return jnp.sum(jnp.where(v, y, jnp.zeros_like(y)), axis=0)
+    return jax.tree.map(s, ys)
+
+  if num == 1:
+    return chunk_sum(xs, jnp.ones((n,), bool))
+  xp = jax.tree.map(lambda a: a.reshape((num, chunk, *a.shape[1:])),
+                    _pad_rows(xs, total))
+  valid = (jnp.arange(total) < n).reshape(num, chunk)
+  first = jax.tree.map(lambda a: a[0], xp)
+  init = jax.tree.map(jnp.zeros_like,
+                      jax.eval_shape(chunk_sum, first, valid[0]))
+
+  def body(acc, inp):
+    c, v = inp
+    return jax.tree.map(jnp.add, acc, chunk_sum(c, v)), None
+
+  out, _ = jax.lax.scan(body, init, (xp, valid))
+  return out
+
+
+def evaluate_in_chunks(box: bb.BlackBox, inputs: Array, *,
+                       chunk_size: int = DEFAULT_CHUNK_SIZE,
+                       target: Array | int | None = None,
+                       space: str = 'raw') -> Array:
+  """The box on many inputs, `chunk_size` rows per model call.
+
+  Traceable (use inside a jitted core). For inputs that are generated from
+  descriptors, prefer `map_in_chunks` with a generating `fn`.
+
+  Args:
+    box: the black box.
+    inputs: `[n, *input_shape]`.
+    chunk_size: rows per model call; bounds peak memory.
+    target: None -> all outputs; an int or int `[n]` -> the target's score.
+    space: 'raw', 'probs' or 'log_probs'.
+  Returns:
+    `[n, num_outputs]` if `target` is None, else `[n]`.
+  """
+  def one(xi):
+    out = box.apply_fn(box.params, xi[None])[0]
+    if space != 'raw':
+      out = bb.to_log_probs(out, box.output)
+      if space == 'probs':
+        out = jnp.exp(out)
+    return out
+
+  out = map_in_chunks(one, inputs, chunk_size)
+  if target is None:
+    return out
+  t = jnp.broadcast_to(jnp.asarray(target, jnp.int32), (inputs.shape[0],))
+  return bb.select_target(out, t)
+
+
+def is_image_shape(input_shape: Sequence[int]) -> bool:
+  """True for `[H, W, C]` example shapes (spatial methods: Grad-CAM, RISE)."""
+  return len(tuple(input_shape)) == 3
+
+
+def ceil_div(a: int, b: int) -> int:
+  """Integer ceil(a / b)."""
+  return -(-a // b)
+
+
+__all__ = [
+    'DEFAULT_CHUNK_SIZE', 'SPACES', 'ceil_div', 'check_chunk_size',
+    'check_groups', 'check_int', 'check_key', 'check_space', 'check_target',
+    'evaluate_in_chunks', 'example_score', 'is_image_shape', 'map_in_chunks',
+    'per_example_chunk', 'prepare', 'resolve_baseline', 'resolve_targets',
+    'score_fn', 'sum_in_chunks',
+]
