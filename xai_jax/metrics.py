@@ -1,0 +1,1440 @@
+"""Metrics that score explanations against ground truth or the black box.
+
+Every metric is batched: inputs are `[batch, ...]` and the result is a plain
+dict of arrays holding per-example values `[batch]` under the metric's name
+(e.g. `'median_rank'`) and, where a mean is sensible, the mean over the batch
+under `'<name>_mean'` (NaN rows, e.g. rows without any ground-truth feature,
+are left out of means). Arguments are checked on concrete values before
+anything is traced (`ValueError` naming the argument); the compute cores run
+under `jax.jit`, and model evaluations of perturbation metrics run in
+memory-bounded chunks of `batch_size` rows through `jax.lax.map`.
+
+Ground truth (synthetic data with known relevant features or masks):
+  * `median_rank`     L2X (Chen et al. 2018), `compute_median_rank`.
+  * `tpr_fdr_at_k`    true-positive and false-discovery rates of a top-k.
+  * `auroc`           per-example AUROC (Mann-Whitney U, ties averaged).
+  * `pointing_game`   Zhang et al. 2016: is the maximum within `tolerance` px.
+  * `effective_heat_ratio`, `effective_heat_ratio_curve`  heat mass inside the
+    ground-truth mask; the latter is InputIBA's EHR (Zhang et al. 2021).
+
+Against the black box:
+  * `posthoc_accuracy`  L2X post-hoc accuracy (f(x_S) agrees with f(x)).
+  * `train_evalx`, `evalx_accuracy`, `evalx_auroc`: EVAL-X (Jethani et al.
+    2021).
+  * `deletion_insertion`  Petsiuk et al. 2018 (RISE) deletion/insertion curves.
+  * `sensitivity_n`   Ancona et al. 2018.
+  * `infidelity`      Yeh et al. 2019, Eq. 2 (and the optimally scaled version).
+
+Against reference attributions:
+  * `shapley_error`   MAE, RMSE and Spearman correlation to exact Shapley
+    values.
+
+Ranking convention: ground-truth ranking metrics (`median_rank`,
+`tpr_fdr_at_k`, `top_k_mask`, `auroc`) rank features by |score| by default
+(`absolute=True`, the L2X convention); pass `absolute=False` to rank by the
+signed score. Perturbation metrics (`deletion_insertion`) order by the signed
+attribution (most positive first), as Petsiuk et al.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from xai_jax import _checks
+from xai_jax import blackbox as bb
+from xai_jax import masking
+
+Array = jax.Array
+PyTree = Any
+Model = bb.BlackBox | Callable[[Array], Array]
+Baseline = float | int | Array | np.ndarray | str
+
+_DEFAULT_BATCH = 1024
+
+
+# =============================================================================
+# Argument checks (on concrete values, before tracing).
+# =============================================================================
+
+
+def _as_array(name: str, x: Any) -> Array:
+  if isinstance(x, (list, tuple, int, float, bool, np.number, np.bool_)):
+    x = np.asarray(x)
+  if not hasattr(x, 'shape') or not hasattr(x, 'dtype'):
+    raise ValueError(f'{name} must be an array, got {type(x).__name__}.')
+  return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
+def _check_scores(name: str, s: Any, ndim: int | Sequence[int] = 2) -> Array:
+  s = _as_array(name, s)
+  _checks.check_array(name, s, ndim=ndim, finite=True)
+  if not (jnp.issubdtype(s.dtype, jnp.floating) or
+          jnp.issubdtype(s.dtype, jnp.integer) or s.dtype == jnp.bool_):
+    raise ValueError(f'{name} must be numeric, got dtype {s.dtype}.')
+  if s.shape[0] == 0:
+    raise ValueError(f'{name} must hold at least one example, got shape '
+                     f'{s.shape}.')
+  return s.astype(jnp.float32) if not jnp.issubdtype(
+      s.dtype, jnp.floating) else s
+
+
+def _check_binary(name: str, m: Any) -> Array:
+  """A {0, 1} or bool array -> bool (value check skipped for tracers)."""
+  m = _as_array(name, m)
+  if m.dtype == jnp.bool_:
+    return m
+  if not _checks.is_tracer(m):
+    v = np.asarray(m)
+    if not np.all((v == 0) | (v == 1)):
+      raise ValueError(f'{name} must be binary (bool or 0/1 values); use '
+                       'top_k_mask(scores, k) to turn scores into a selection.')
+  return m > 0.5
+
+
+def _check_ground_truth(name: str, gt: Any, shape: tuple[int, ...]) -> Array:
+  """Binary `[batch, d]` (or `[d]`, broadcast over the batch) -> bool."""
+  gt = _check_binary(name, gt)
+  if gt.shape == shape[1:]:
+    gt = jnp.broadcast_to(gt, shape)
+  if gt.shape != shape:
+    raise ValueError(f'{name} must have shape {shape} (or {shape[1:]}), got '
+                     f'{gt.shape}.')
+  return gt
+
+
+def _check_key(name: str, key: Any) -> Array:
+  if key is None:
+    raise ValueError(f'{name} is required: pass a PRNG key, e.g. '
+                     'jax.random.key(0).')
+  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    return jax.random.key(int(key))
+  if hasattr(key, 'dtype') and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(f'{name} must be a single PRNG key, got shape '
+                       f'{key.shape}.')
+    return key
+  if hasattr(key, 'dtype') and key.dtype == jnp.uint32 and key.shape == (2,):
+    return jnp.asarray(key)
+  raise ValueError(f'{name} must be a PRNG key (jax.random.key(seed)), got '
+                   f'{key!r}.')
+
+
+def _check_int(name: str, v: Any, *, minimum: int = 1) -> int:
+  if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+    raise ValueError(f'{name} must be a Python int, got {v!r}.')
+  if v < minimum:
+    raise ValueError(f'{name} must be >= {minimum}, got {v}.')
+  return int(v)
+
+
+def _nanmean(v: Array) -> Array:
+  return jnp.nanmean(v) if v.size else jnp.array(jnp.nan, jnp.float32)
+
+
+def _box(model: Model, x: Array) -> bb.BlackBox:
+  if isinstance(model, bb.BlackBox):
+    return model
+  if not callable(model):
+    raise ValueError(f'model must be a BlackBox or a callable, got '
+                     f'{type(model).__name__}.')
+  return bb.as_blackbox(model, input_shape=x.shape[1:])
+
+
+def _check_x(box: bb.BlackBox, x: Any, name: str = 'x') -> Array:
+  x = _as_array(name, x)
+  box.check_input(x, name)
+  if x.shape[0] == 0:
+    raise ValueError(f'{name} must hold at least one example.')
+  return x
+
+
+def _check_classifier(box: bb.BlackBox, what: str) -> None:
+  if box.output == 'regression':
+    raise ValueError(f'{what} needs a classifier; black box {box.name!r} has '
+                     "output='regression'.")
+
+
+def _check_groups(groups: masking.FeatureGroups | None,
+                  input_shape: tuple[int, ...]) -> None:
+  if groups is None:
+    return
+  if not isinstance(groups, masking.FeatureGroups):
+    raise ValueError(f'groups must be a FeatureGroups, got '
+                     f'{type(groups).__name__}.')
+  if tuple(groups.input_shape) != tuple(input_shape):
+    raise ValueError(f'groups were built for inputs of shape '
+                     f'{groups.input_shape}, but x has examples of shape '
+                     f'{tuple(input_shape)}.')
+
+
+def _keep_mask(name: str, selection: Any, x: Array,
+               groups: masking.FeatureGroups | None) -> Array:
+  """A binary selection over the input or groups -> float `x`-shaped mask."""
+  sel = _check_binary(name, selection)
+  b = x.shape[0]
+  if sel.shape == x.shape:
+    return sel.astype(jnp.float32)
+  if groups is not None and sel.shape == (b, groups.num_groups):
+    return groups.expand(sel.astype(jnp.float32))
+  want = f'{x.shape}'
+  if groups is not None:
+    want += f' or [batch, num_groups]={(b, groups.num_groups)}'
+  else:
+    want += ' (pass groups= for a selection over feature groups)'
+  raise ValueError(f'{name} must have shape {want}, got {sel.shape}.')
+
+
+def _baseline_array(name: str, baseline: Baseline, x: Array,
+                    box: bb.BlackBox) -> Array:
+  """Any accepted baseline -> `[batch, *input_shape]` of x's dtype."""
+  if isinstance(baseline, str):
+    if box.input_dtype == 'int':
+      raise ValueError(f'{name} must be a pad token id for token inputs, got '
+                       f'{baseline!r}.')
+    if baseline == 'noise':
+      raise ValueError(f"{name}='noise' is random; build it with "
+                       "masking.make_baseline('noise', x, key=...) and pass "
+                       'the array.')
+    try:
+      return masking.make_baseline(baseline, x)
+    except ValueError as e:
+      raise ValueError(f'{name}: {e}') from None
+  b = _as_array(name, baseline)
+  _checks.check_array(name, b, finite=True)
+  if b.ndim and b.shape not in (x.shape, x.shape[1:]):
+    raise ValueError(f'{name} must be a scalar, [*input_shape]={x.shape[1:]} '
+                     f'or [batch, *input_shape]={x.shape}, got {b.shape}.')
+  if box.input_dtype == 'int' and not jnp.issubdtype(b.dtype, jnp.integer):
+    if _checks.is_tracer(b) or not np.all(np.mod(np.asarray(b), 1) == 0):
+      raise ValueError(f'{name} must be an integer pad id for token inputs, '
+                       f'got {baseline!r}.')
+  return jnp.broadcast_to(b.astype(x.dtype), x.shape)
+
+
+def _check_target(target: Any, b: int) -> Array | None:
+  if target is None:
+    return None
+  try:
+    return bb.resolve_target(None, target, b)
+  except ValueError as e:
+    raise ValueError(str(e)) from None
+
+
+def _units(name: str, attributions: Any, x: Array,
+           groups: masking.FeatureGroups | None) -> Array:
+  """Attributions over the input or over groups -> `[batch, d]` unit scores."""
+  a = _as_array(name, attributions)
+  _checks.check_array(name, a, finite=True)
+  if not jnp.issubdtype(a.dtype, jnp.floating):
+    a = a.astype(jnp.float32)
+  b = x.shape[0]
+  if groups is not None:
+    if a.shape == x.shape:
+      return groups.reduce(a, 'sum')
+    if a.shape == (b, groups.num_groups):
+      return a
+    raise ValueError(f'{name} must have shape {x.shape} or [batch, num_groups]'
+                     f'={(b, groups.num_groups)}, got {a.shape}.')
+  if a.shape != x.shape:
+    raise ValueError(f'{name} must have the shape of x {x.shape}, got '
+                     f'{a.shape}.')
+  return a.reshape(b, -1)
+
+
+# =============================================================================
+# Shared jitted helpers.
+# =============================================================================
+
+
+@jax.jit
+def _random_tie_ranks(scores: Array, key: Array, absolute: Array) -> Array:
+  """L2X `create_rank`: 1-based ranks of `scores[b, d]` (1 = largest |score|
+  or score), ties broken uniformly at random by the random-permutation trick.
+
+  Each row's permutation `idx` is the argsort of i.i.d. random 32-bit words
+  (a uniformly random permutation, as `np.random.permutation(d)`; one random
+  draw for the whole batch keeps compilation cheap).
+  """
+  scores = scores.astype(jnp.float32)
+  a = jnp.where(absolute, jnp.abs(scores), scores)
+  b, d = a.shape
+  idx = jnp.argsort(jax.random.bits(key, (b, d), jnp.uint32), axis=1)
+  p = jnp.take_along_axis(a, idx, 1)                   # permutated_weights
+  neg = 0.0 - p                                        # -0.0 -> +0.0
+  prank = jnp.argsort(jnp.argsort(neg, axis=1, stable=True), axis=1,
+                      stable=True).astype(jnp.int32) + 1
+  rows = jnp.arange(b)[:, None]
+  return jnp.zeros((b, d), jnp.int32).at[rows, idx].set(prank)  # [argsort(idx)]
+
+
+def _order_positions(scores: Array) -> Array:
+  """0-based position of each column in decreasing order (stable, ties by
+  index): `[b, d] -> int [b, d]`."""
+  order = jnp.argsort(0.0 - scores, axis=-1, stable=True)
+  b, d = scores.shape
+  pos = jnp.zeros((b, d), jnp.int32)
+  return pos.at[jnp.arange(b)[:, None], order].set(
+      jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32), (b, d)))
+
+
+def _midranks(v: Array) -> Array:
+  """1-based ranks of `v[..., d]` in increasing order, ties averaged."""
+  d = v.shape[-1]
+  flat = v.reshape(-1, d)
+  order = jnp.argsort(flat, axis=1, stable=True)
+  s = jnp.take_along_axis(flat, order, 1)
+  idx = jnp.broadcast_to(jnp.arange(d), flat.shape)
+  diff = s[:, 1:] != s[:, :-1]
+  ones = jnp.ones((flat.shape[0], 1), bool)
+  first = jnp.concatenate([ones, diff], 1)   # starts a run of ties
+  last = jnp.concatenate([diff, ones], 1)    # ends a run of ties
+  start = jax.lax.cummax(jnp.where(first, idx, 0), axis=1)
+  end = jax.lax.cummin(jnp.where(last, idx, d - 1), axis=1, reverse=True)
+  mid = (start + end).astype(jnp.float32) / 2.0 + 1.0
+  rows = jnp.arange(flat.shape[0])[:, None]
+  return jnp.zeros(flat.shape, jnp.float32).at[rows, order].set(mid).reshape(
+      v.shape)
+
+
+def _pearson(a: Array, b: Array) -> Array:
+  """Pearson correlation along the last axis (NaN if a variance is zero)."""
+  a = a - a.mean(-1, keepdims=True)
+  b = b - b.mean(-1, keepdims=True)
+  num = (a * b).sum(-1)
+  den = jnp.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+
+
+def _auroc_rows(scores: Array, positive: Array) -> Array:
+  """Mann-Whitney AUROC of each row: P(score_pos > score_neg) + 0.5 P(=)."""
+  r = _midranks(scores)
+  pos = positive.astype(jnp.float32)
+  n1 = pos.sum(-1)
+  n0 = scores.shape[-1] - n1
+  mean_r = (r * pos).sum(-1) / jnp.maximum(n1, 1.0)
+  auc = (mean_r - (n1 + 1.0) / 2.0) / jnp.maximum(n0, 1.0)
+  return jnp.where((n1 > 0) & (n0 > 0), auc, jnp.nan)
+
+
+def _map_items(fn: Callable[[Array], PyTree], n_items: int, chunk: int
+               ) -> PyTree:
+  """`fn(idx[chunk]) -> pytree of [chunk, ...]` over `range(n_items)` with
+  `jax.lax.map`, one chunk at a time (memory-bounded); -> `[n_items, ...]`."""
+  chunk = max(1, min(int(chunk), n_items))
+  num = -(-n_items // chunk)
+  idx = jnp.minimum(jnp.arange(num * chunk, dtype=jnp.int32), n_items - 1)
+  out = jax.lax.map(fn, idx.reshape(num, chunk))
+  return jax.tree.map(
+      lambda o: o.reshape((num * chunk,) + o.shape[2:])[:n_items], out)
+
+
+def _forward(box: bb.BlackBox, x: Array, chunk: int) -> Array:
+  return _map_items(lambda i: box.apply_fn(box.params, x[i]), x.shape[0],
+                    chunk)
+
+
+def _mask_input(x: Array, keep: Array, baseline: Array) -> Array:
+  """Keep `x` where `keep`, else the baseline (pad id for token inputs)."""
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    keep = jnp.broadcast_to(keep, x.shape)
+    if x.ndim == 2 and baseline.ndim == 0:
+      return masking.mask_tokens(x, keep, baseline)
+    return jnp.where(keep > 0.5, x, baseline.astype(x.dtype))
+  return masking.apply_mask(x, keep, baseline)
+
+
+def _expand(groups: masking.FeatureGroups | None, unit_mask: Array,
+            input_shape: tuple[int, ...]) -> Array:
+  if groups is None:
+    return unit_mask.reshape((unit_mask.shape[0], *input_shape))
+  return groups.expand(unit_mask)
+
+
+def _target_scores(box: bb.BlackBox, outputs: Array, target: Array,
+                   space: str) -> Array:
+  if space != 'raw':
+    lp = bb.to_log_probs(outputs, box.output)
+    outputs = lp if space == 'log_probs' else jnp.exp(lp)
+  return bb.select_target(outputs, target)
+
+
+def _result(name: str, per_example: Array, **extra: Array) -> dict[str, Array]:
+  return {name: per_example, f'{name}_mean': _nanmean(per_example), **extra}
+
+
+# =============================================================================
+# Ground-truth metrics.
+# =============================================================================
+
+
+@jax.jit
+def _median_rank_core(ranks, gt):
+  d = ranks.shape[1]
+  m = gt.sum(1)
+  srt = jnp.sort(jnp.where(gt, ranks.astype(jnp.float32), jnp.inf), axis=1)
+  lo = jnp.clip((m - 1) // 2, 0, d - 1)
+  hi = jnp.clip(m // 2, 0, d - 1)
+  med = (jnp.take_along_axis(srt, lo[:, None], 1)[:, 0] +
+         jnp.take_along_axis(srt, hi[:, None], 1)[:, 0]) / 2.0
+  return jnp.where(m > 0, med, jnp.nan)
+
+
+def median_rank(scores: Array, ground_truth: Array, key: Array, *,
+                absolute: bool = True) -> dict[str, Array]:
+  """Median rank of the ground-truth features (L2X, Chen et al. 2018, §4.1).
+
+  Exactly L2X's `create_rank` + `compute_median_rank`: per row, features are
+  ranked by |score| (1 = most important) after a uniformly random permutation
+  of the columns, so ties are broken uniformly at random (argsort of argsort);
+  the row's value is the median (numpy convention: mean of the two middle
+  values for an even count) of the ranks of its ground-truth features. Rows
+  may have different numbers of ground-truth features (the switch data set).
+  The optimum is (k+1)/2 for k true features: XOR 1.5, orange skin and
+  additive 2.5, switch 3.0. Lower is better.
+
+  Args:
+    scores: `[batch, d]` feature scores (attributions, selector logits or a
+      binary selection).
+    ground_truth: bool/0-1 `[batch, d]` (or `[d]` for all rows), the true
+      features of each row.
+    key: PRNG key of the random tie-breaking (same key, same ranks).
+    absolute: rank by |score| (L2X) or by the signed score.
+
+  Returns:
+    `median_rank` `[batch]` (NaN for a row without true features),
+    `median_rank_mean` and `median_rank_std` `[]` (L2X reports mean and sd),
+    and `ranks` int `[batch, d]`.
+  """
+  scores = _check_scores('scores', scores)
+  gt = _check_ground_truth('ground_truth', ground_truth, scores.shape)
+  key = _check_key('key', key)
+  ranks = _random_tie_ranks(scores, key, jnp.bool_(absolute))
+  med = _median_rank_core(ranks, gt)
+  return _result('median_rank', med, median_rank_std=jnp.nanstd(med),
+                 ranks=ranks)
+
+
+@functools.partial(jax.jit, static_argnames=('k',))
+def _top_k_core(scores, k, absolute):
+  scores = scores.astype(jnp.float32)
+  a = jnp.where(absolute, jnp.abs(scores), scores)
+  _, idx = jax.lax.top_k(a, k)
+  b = scores.shape[0]
+  return jnp.zeros(scores.shape, bool).at[jnp.arange(b)[:, None], idx].set(
+      True)
+
+
+def top_k_mask(scores: Array, k: int, *, key: Array | None = None,
+               absolute: bool = True) -> Array:
+  """Hard top-k selection of each row: bool `[batch, d]` with exactly k True.
+
+  Args:
+    scores: `[batch, d]`.
+    k: the number of selected features, 1 <= k <= d.
+    key: optional PRNG key: ties are then broken uniformly at random (as in
+      `median_rank`); without it ties go to the lower index.
+    absolute: rank by |score| (default, L2X) or the signed score.
+
+  Returns:
+    bool `[batch, d]`.
+  """
+  scores = _check_scores('scores', scores)
+  k = _checks.check_k('k', k, scores.shape[1])
+  if key is not None:
+    return _random_tie_ranks(scores, _check_key('key', key),
+                             jnp.bool_(absolute)) <= k
+  return _top_k_core(scores, k, jnp.bool_(absolute))
+
+
+@jax.jit
+def _tpr_fdr_core(sel, gt):
+  sel_f, gt_f = sel.astype(jnp.float32), gt.astype(jnp.float32)
+  tp = (sel_f * gt_f).sum(1)
+  n_gt, n_sel = gt_f.sum(1), sel_f.sum(1)
+  tpr = jnp.where(n_gt > 0, tp / jnp.maximum(n_gt, 1.0), jnp.nan)
+  fdr = jnp.where(n_sel > 0, (n_sel - tp) / jnp.maximum(n_sel, 1.0), 0.0)
+  return tpr, fdr
+
+
+def tpr_fdr_at_k(scores: Array | None, ground_truth: Array,
+                 k: int | None = None, *, selection: Array | None = None,
+                 key: Array | None = None, absolute: bool = True
+                 ) -> dict[str, Array]:
+  """True-positive and false-discovery rates of a top-k selection.
+
+  With S the selected and G the true features of a row:
+  TPR = |S ∩ G| / |G| (recall) and FDR = |S \\ G| / |S| (as in the
+  instance-wise feature selection literature, e.g. INVASE, Yoon et al. 2019).
+
+  Args:
+    scores: `[batch, d]`, turned into the top-k selection by `top_k_mask`
+      (None when `selection` is given).
+    ground_truth: bool/0-1 `[batch, d]` (or `[d]`).
+    k: the number of selected features (needed with `scores`).
+    selection: a binary selection `[batch, d]` to score directly (any size
+      per row) instead of `scores` and `k`.
+    key: optional PRNG key for random tie-breaking in the top-k.
+    absolute: rank scores by magnitude (default) or signed value.
+
+  Returns:
+    `tpr`, `fdr` `[batch]` (TPR is NaN for a row without true features; FDR
+    is 0 for an empty selection) and their means `tpr_mean`, `fdr_mean`.
+  """
+  if (selection is None) == (scores is None):
+    raise ValueError('Pass exactly one of scores (with k) and selection.')
+  if selection is None:
+    if k is None:
+      raise ValueError('k is required with scores (or pass selection=).')
+    scores = _check_scores('scores', scores)
+    sel = top_k_mask(scores, k, key=key, absolute=absolute)
+  else:
+    sel = _check_binary('selection', selection)
+    _checks.check_array('selection', sel, ndim=2)
+  gt = _check_ground_truth('ground_truth', ground_truth, sel.shape)
+  tpr, fdr = _tpr_fdr_core(sel, gt)
+  return {'tpr': tpr, 'fdr': fdr, 'tpr_mean': _nanmean(tpr),
+          'fdr_mean': jnp.mean(fdr)}
+
+
+@jax.jit
+def _auroc_core(scores, gt, absolute):
+  scores = scores.astype(jnp.float32)
+  return _auroc_rows(jnp.where(absolute, jnp.abs(scores), scores), gt)
+
+
+def auroc(scores: Array, ground_truth: Array, *, absolute: bool = True
+          ) -> dict[str, Array]:
+  """Per-example AUROC of scores against the ground-truth features.
+
+  The Mann-Whitney U statistic from mid-ranks (ties averaged):
+  AUROC = (R_+ - n_+(n_+ + 1)/2) / (n_+ n_-), with R_+ the sum of the ranks
+  of the true features; equal to `sklearn.metrics.roc_auc_score` on the row.
+
+  Args:
+    scores: `[batch, d]`.
+    ground_truth: bool/0-1 `[batch, d]` (or `[d]`).
+    absolute: score by |score| (default) or the signed score.
+
+  Returns:
+    `auroc` `[batch]` (NaN for rows with only one class) and `auroc_mean`.
+  """
+  scores = _check_scores('scores', scores)
+  gt = _check_ground_truth('ground_truth', ground_truth, scores.shape)
+  return _result('auroc', _auroc_core(scores, gt, jnp.bool_(absolute)))
+
+
+_CHANNEL_REDUCE = ('sum', 'mean', 'abs_sum', 'max', 'max_abs')
+
+
+def _check_maps(saliency: Any, gt_mask: Any, channel_reduce: str
+                ) -> tuple[Array, Array]:
+  """-> saliency `[b, H, W]` float and gt bool `[b, H, W]`."""
+  _checks.check_choice('channel_reduce', channel_reduce, _CHANNEL_REDUCE)
+  s = _check_scores('saliency', saliency, ndim=(3, 4))
+  g = _check_binary('gt_mask', gt_mask)
+  if s.ndim == 4:
+    s = {'sum': lambda v: v.sum(-1), 'mean': lambda v: v.mean(-1),
+         'abs_sum': lambda v: jnp.abs(v).sum(-1),
+         'max': lambda v: v.max(-1),
+         'max_abs': lambda v: jnp.abs(v).max(-1)}[channel_reduce](s)
+  if g.ndim == 4:
+    g = g.any(-1)
+  if g.shape == s.shape[1:]:
+    g = jnp.broadcast_to(g, s.shape)
+  if g.shape != s.shape:
+    raise ValueError(f'gt_mask must have shape {s.shape} (batch, H, W; an '
+                     f'optional channel axis is reduced with any), got '
+                     f'{_as_array("gt_mask", gt_mask).shape}.')
+  return s, g
+
+
+@jax.jit
+def _pointing_core(sal, gt, tolerance):
+  b, h, w = sal.shape
+  flat = jnp.argmax(sal.reshape(b, -1), axis=1)
+  i0, j0 = flat // w, flat % w
+  ii = jnp.arange(h)[None, :, None] - i0[:, None, None]
+  jj = jnp.arange(w)[None, None, :] - j0[:, None, None]
+  near = (ii * ii + jj * jj).astype(jnp.float32) <= tolerance ** 2
+  hit = jnp.any(gt & near, axis=(1, 2)).astype(jnp.float32)
+  return jnp.where(gt.any(axis=(1, 2)), hit, jnp.nan), jnp.stack([i0, j0], 1)
+
+
+def pointing_game(saliency: Array, gt_mask: Array, *,
+                  tolerance: float = 15.0, channel_reduce: str = 'sum'
+                  ) -> dict[str, Array]:
+  """Pointing game (Zhang et al., "Top-down neural attention by excitation
+  backprop", ECCV 2016): a hit if the saliency maximum lies within
+  `tolerance` pixels (Euclidean) of the ground-truth mask, i.e. inside the mask
+  dilated by a disc of that radius (TorchRay's default: 15 px).
+
+  Ties of the maximum go to the first pixel in row-major order.
+
+  Args:
+    saliency: `[batch, H, W]` or `[batch, H, W, C]` (channels reduced by
+      `channel_reduce`).
+    gt_mask: bool/0-1 `[batch, H, W]` (`[batch, H, W, C]` is reduced by any).
+    tolerance: radius in pixels, >= 0 (0: the maximum must be in the mask).
+    channel_reduce: 'sum', 'mean', 'abs_sum', 'max' or 'max_abs'.
+
+  Returns:
+    `hit` float `[batch]` (1/0; NaN when a mask is empty),
+    `hit_mean` (the pointing-game accuracy) and `point` int `[batch, 2]`,
+    the (row, col) of each maximum.
+  """
+  s, g = _check_maps(saliency, gt_mask, channel_reduce)
+  tol = np.asarray(tolerance)
+  if tol.size != 1 or not np.isfinite(tol) or float(tol) < 0:
+    raise ValueError(f'tolerance must be a finite number >= 0, got '
+                     f'{tolerance!r}.')
+  hit, point = _pointing_core(s, g, jnp.float32(tolerance))
+  return _result('hit', hit, point=point)
+
+
+@functools.partial(jax.jit, static_argnames=('k',))
+def _ehr_core(sal, gt, k):
+  b = sal.shape[0]
+  s = sal.reshape(b, -1)
+  g = gt.reshape(b, -1).astype(jnp.float32)
+  if k is not None:
+    s, idx = jax.lax.top_k(s, k)
+    g = jnp.take_along_axis(g, idx, 1)
+  pos = jnp.maximum(s, 0.0)
+  tot = pos.sum(1)
+  return jnp.where(tot > 0, (pos * g).sum(1) / jnp.where(tot > 0, tot, 1.0),
+                   jnp.nan)
+
+
+def effective_heat_ratio(saliency: Array, gt_mask: Array, *,
+                         top_q: float | None = None,
+                         channel_reduce: str = 'sum') -> dict[str, Array]:
+  """Fraction of the positive attribution mass inside the ground-truth mask.
+
+  ratio = sum_{p in G} max(s_p, 0) / sum_p max(s_p, 0) (the "energy-based
+  pointing game" of Score-CAM, Wang et al. 2020). With `top_q` only the
+  ceil(q * H * W) highest-saliency pixels count (InputIBA's bounding-box
+  metric uses q = box area / image area). See `effective_heat_ratio_curve`
+  for InputIBA's thresholded EHR curve.
+
+  Args:
+    saliency: `[batch, H, W]` or `[batch, H, W, C]`.
+    gt_mask: bool/0-1 `[batch, H, W]`.
+    top_q: optional fraction in (0, 1] of pixels to keep.
+    channel_reduce: how channels are combined (see `pointing_game`).
+
+  Returns:
+    `ehr` `[batch]` (NaN when a map has no positive mass) and `ehr_mean`.
+  """
+  s, g = _check_maps(saliency, gt_mask, channel_reduce)
+  k = None
+  if top_q is not None:
+    if not 0.0 < float(top_q) <= 1.0:
+      raise ValueError(f'top_q must be in (0, 1], got {top_q!r}.')
+    n = s.shape[1] * s.shape[2]
+    k = max(1, min(n, math.ceil(float(top_q) * n - 1e-9)))
+  return _result('ehr', _ehr_core(s, g, k))
+
+
+@functools.partial(jax.jit, static_argnames=('num_quantiles', 'normalize',
+                                             'weight_by_heat'))
+def _ehr_curve_core(sal, gt, base_threshold, num_quantiles, normalize,
+                    weight_by_heat):
+  b = sal.shape[0]
+  h = sal.reshape(b, -1)
+  g = gt.reshape(b, -1)
+  if normalize:
+    lo, hi = h.min(1, keepdims=True), h.max(1, keepdims=True)
+    h = jnp.where(hi > lo, (h - lo) / jnp.where(hi > lo, hi - lo, 1.0), 0.0)
+  poi = h >= base_threshold
+  h = jnp.where(poi, h, 0.0)
+  m = poi.sum(1)
+  srt = jnp.sort(jnp.where(poi, h, jnp.inf), axis=1)
+  max_heat = h.max(1)
+  qs = jnp.linspace(0.0, 1.0, num_quantiles)
+  den = num_quantiles - 1
+
+  def ratio(j):
+    # numpy's 'linear' quantile at q = j / den: position q (m - 1), computed
+    # in integers so that positions on a data point are exact.
+    num = j * jnp.maximum(m - 1, 0)
+    i_lo = num // den
+    frac = (num % den).astype(jnp.float32) / den
+    i_hi = jnp.minimum(i_lo + 1, jnp.maximum(m - 1, 0))
+    v_lo = jnp.take_along_axis(srt, i_lo[:, None], 1)[:, 0]
+    v_hi = jnp.take_along_axis(srt, i_hi[:, None], 1)[:, 0]
+    quant = jnp.where(frac > 0, v_lo + frac * (v_hi - v_lo), v_lo)
+    t = jnp.minimum(quant, 0.99 * max_heat)
+    binm = h >= t[:, None]
+    inside = binm & g
+    num = jnp.where(inside, h, 0.0).sum(1) if weight_by_heat else inside.sum(1)
+    return num / (binm.sum(1) + 1e-8)
+
+  ratios = jax.vmap(ratio, out_axes=1)(jnp.arange(num_quantiles))  # [b, Q]
+  auc = jnp.trapezoid(ratios, qs, axis=1)
+  ok = m > 0
+  return (jnp.where(ok, auc, jnp.nan), jnp.where(ok[:, None], ratios, jnp.nan),
+          qs)
+
+
+def effective_heat_ratio_curve(saliency: Array, gt_mask: Array, *,
+                               base_threshold: float = 0.1,
+                               num_quantiles: int = 11,
+                               weight_by_heat: bool = True,
+                               normalize: bool = True,
+                               channel_reduce: str = 'sum'
+                               ) -> dict[str, Array]:
+  """InputIBA's effective heat ratios (Zhang, Khakzar et al., NeurIPS 2021;
+  `input_iba/evaluation/vision/effective_heat_ratios.py`).
+
+  Per map h in [0, 1]: P = {h >= base_threshold}, h := 0 outside P; for
+  q in linspace(0, 1, num_quantiles): t_q = min(quantile_q(h[P]),
+  0.99 max h) (numpy's linear quantile), B = {h >= t_q}, ratio_q =
+  sum_{B ∩ G} h / |B| (counts instead of heat if not `weight_by_heat`);
+  EHR = trapezoid of ratio_q over q. Higher is better.
+
+  Args:
+    saliency: `[batch, H, W]` or `[batch, H, W, C]`.
+    gt_mask: bool/0-1 `[batch, H, W]` (boxes rasterised to a mask).
+    base_threshold: the heat threshold defining P (0.1).
+    num_quantiles: number of quantile levels (11: 0, 0.1, ..., 1).
+    weight_by_heat: sum heat (True, the default there) or count pixels.
+    normalize: min-max scale each map to [0, 1] first (InputIBA reads maps
+      from 8-bit PNGs, already in [0, 1]); False for maps already in [0, 1].
+    channel_reduce: how channels are combined (see `pointing_game`).
+
+  Returns:
+    `ehr_auc` `[batch]` (NaN when P is empty), `ehr_auc_mean`, `ratios`
+    `[batch, num_quantiles]` and `quantiles` `[num_quantiles]`.
+  """
+  s, g = _check_maps(saliency, gt_mask, channel_reduce)
+  num_quantiles = _check_int('num_quantiles', num_quantiles, minimum=2)
+  auc, ratios, qs = _ehr_curve_core(s, g, jnp.float32(base_threshold),
+                                    num_quantiles, bool(normalize),
+                                    bool(weight_by_heat))
+  return _result('ehr_auc', auc, ratios=ratios, quantiles=qs)
+
+
+# =============================================================================
+# Post-hoc accuracy (L2X).
+# =============================================================================
+
+
+@functools.partial(jax.jit, static_argnames=('chunk',))
+def _posthoc_core(box, x, keep, baseline, chunk):
+  pred = jnp.argmax(_forward(box, x, chunk), -1)
+  xm = _mask_input(x, keep, baseline)
+  pred_s = jnp.argmax(_forward(box, xm, chunk), -1)
+  return (pred == pred_s).astype(jnp.float32), pred, pred_s
+
+
+def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
+                     groups: masking.FeatureGroups | None = None,
+                     baseline: float | int | Array = 0.0,
+                     batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
+  """L2X post-hoc accuracy (Chen et al. 2018, §4.2-4.3): the original black
+  box's agreement with itself on the selected features only.
+
+  x_S = apply_mask(x, S, baseline) (unselected features set to the baseline,
+  0 as in L2X; for token inputs, `box.input_dtype == 'int'`, unselected tokens
+  become the pad id `baseline`, default 0, positions kept, as
+  `masking.mask_tokens`); score = mean_i [argmax f(x_S)_i == argmax f(x)_i]
+  (agreement with the model, not the label).
+
+  Args:
+    model: the black box (a `BlackBox` or a JAX callable `x -> logits`).
+    x: `[batch, *input_shape]`.
+    selection: binary, `[batch, *input_shape]` or, with `groups`,
+      `[batch, num_groups]`.
+    groups: the feature groups a group-level selection refers to.
+    baseline: scalar, `[*input_shape]` or `[batch, *input_shape]` (pad id for
+      tokens).
+    batch_size: rows per model call.
+
+  Returns:
+    `agreement` float `[batch]` (1/0), `posthoc_accuracy` `[]`, `prediction`
+    and `prediction_selected` int `[batch]`.
+  """
+  box = _box(model, x)
+  _check_classifier(box, 'posthoc_accuracy')
+  x = _check_x(box, x)
+  _check_groups(groups, box.input_shape)
+  keep = _keep_mask('selection', selection, x, groups)
+  base = _baseline_array('baseline', baseline, x, box)
+  chunk = _check_int('batch_size', batch_size)
+  agree, pred, pred_s = _posthoc_core(box, x, keep, base, chunk)
+  return {'agreement': agree, 'posthoc_accuracy': jnp.mean(agree),
+          'prediction': pred, 'prediction_selected': pred_s}
+
+
+# =============================================================================
+# EVAL-X (Jethani et al. 2021).
+# =============================================================================
+
+
+class _MLP(nn.Module):
+  """Default EVAL-X evaluator: flatten, (Dense + ReLU) x len(hidden), logits."""
+  hidden: tuple[int, ...]
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
+    for h in self.hidden:
+      x = nn.relu(nn.Dense(h)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+@flax.struct.dataclass
+class Evaluator:
+  """An EVAL-X evaluator q(y | x_S) trained on randomly masked inputs.
+
+  Attributes:
+    box: the trained classifier as a `BlackBox` (logits `[batch, c]`); it can
+      be used wherever a black box is expected (e.g. `posthoc_accuracy`).
+    groups: the feature groups the training masks were drawn over.
+    baseline: the masking value `[*input_shape]` (pad id for tokens).
+    keep_prob: the Bernoulli probability of keeping a group in training.
+  """
+  box: bb.BlackBox
+  groups: masking.FeatureGroups
+  baseline: Array
+  keep_prob: float = flax.struct.field(pytree_node=False, default=0.5)
+
+  @property
+  def num_classes(self) -> int:
+    """The number of classes c of the evaluator."""
+    return self.box.num_outputs
+
+  def logits(self, x: Array, selection: Array | None = None, *,
+             groups: masking.FeatureGroups | None = None) -> Array:
+    """q's logits `[batch, c]` on `x` masked by a binary selection
+    (`[batch, *input_shape]`, or `[batch, num_groups]` over `groups`, default
+    the evaluator's groups); `selection=None` scores the full input."""
+    x = _check_x(self.box, x)
+    if selection is None:
+      return self.box(x)
+    keep = _keep_mask('selection', selection, x,
+                      self.groups if groups is None else groups)
+    base = jnp.broadcast_to(self.baseline, x.shape)
+    return self.box(_mask_input(x, keep, base))
+
+
+def _check_labels(name: str, y: Any, n: int, num_classes: int | None
+                  ) -> tuple[Array, int, bool]:
+  """-> (labels, num_classes, soft)."""
+  y = _as_array(name, y)
+  if y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer):
+    if y.shape[0] != n:
+      raise ValueError(f'{name} must have {n} rows, got shape {y.shape}.')
+    if not _checks.is_tracer(y):
+      lo, hi = int(np.min(np.asarray(y))), int(np.max(np.asarray(y)))
+      if lo < 0:
+        raise ValueError(f'{name} must hold class indices >= 0, got {lo}.')
+      c = num_classes if num_classes is not None else max(hi + 1, 2)
+      if hi >= c:
+        raise ValueError(f'{name} holds class {hi} >= num_classes={c}.')
+    else:
+      if num_classes is None:
+        raise ValueError('num_classes is required for traced int labels.')
+      c = num_classes
+    return y.astype(jnp.int32), int(c), False
+  if y.ndim == 2 and jnp.issubdtype(y.dtype, jnp.floating):
+    if y.shape[0] != n:
+      raise ValueError(f'{name} must have {n} rows, got shape {y.shape}.')
+    _checks.check_array(name, y, finite=True)
+    if num_classes is not None and y.shape[1] != num_classes:
+      raise ValueError(f'{name} has {y.shape[1]} columns but num_classes='
+                       f'{num_classes}.')
+    if not _checks.is_tracer(y) and np.any(np.asarray(y) < 0):
+      raise ValueError(f'{name} (soft targets) must be non-negative.')
+    return y, int(y.shape[1]), True
+  raise ValueError(f'{name} must be int class labels [n] or soft targets '
+                   f'float [n, num_classes], got {y.dtype} {y.shape}.')
+
+
+def train_evalx(key: Array, x: Array, y: Array, *,
+                model: nn.Module | None = None,
+                groups: masking.FeatureGroups | None = None,
+                num_steps: int = 1000, batch_size: int = 256,
+                learning_rate: float = 1e-3, weight_decay: float = 0.0,
+                keep_prob: float = 0.5, baseline: float | int | Array = 0.0,
+                num_classes: int | None = None,
+                hidden_sizes: Sequence[int] = (200, 200),
+                train_kwargs: dict[str, Any] | None = None,
+                eval_kwargs: dict[str, Any] | None = None,
+                tx: optax.GradientTransformation | None = None,
+                workdir: str | None = None, log_every: int | None = None
+                ) -> Evaluator:
+  """Trains an EVAL-X evaluator (Jethani et al., "Have We Learned to
+  Explain?", AISTATS 2021, §4; `rajesh-lab/realx`).
+
+  q(y | x ⊙ s) is fit on the data with s_g ~ Bernoulli(keep_prob) i.i.d. per
+  feature group and per example (a fresh mask every step), minimising the
+  cross-entropy with the labels: int labels `[n]` -> categorical
+  cross-entropy; soft targets `[n, c]` (e.g. L2X's true P(Y|X)) -> the
+  cross-entropy -sum_c y_c log q_c. Training runs through
+  `xai_jax.train.fit` (Adam; in-memory data, reshuffled every epoch), so the
+  same key gives the same evaluator.
+
+  Args:
+    key: PRNG key (initialisation, masks, shuffling).
+    x: training inputs `[n, *input_shape]` (float, or int token ids).
+    y: int labels `[n]` or soft targets float `[n, c]`.
+    model: a Flax linen module `x[batch, *input_shape] -> logits[batch, c]`;
+      default an MLP with `hidden_sizes` and ReLU. Modules with BatchNorm or
+      Dropout get `train_kwargs` in training (e.g. `{'train': True}`; mutable
+      collections and a 'dropout' rng are handled) and `eval_kwargs` after.
+    groups: the groups masks are drawn over (default: every input element).
+    num_steps: training steps (T).
+    batch_size: examples per step (capped at n).
+    learning_rate: Adam's learning rate (eta).
+    weight_decay: L2 penalty (lambda) on kernels.
+    keep_prob: Bernoulli probability of keeping a group (0.5 in EVAL-X).
+    baseline: the value of masked features, scalar or `[*input_shape]` (0; the
+      pad id for tokens).
+    num_classes: c (default: from `y`).
+    hidden_sizes: widths of the default MLP.
+    train_kwargs: keyword arguments of `model.apply` in training/init.
+    eval_kwargs: keyword arguments of `model.apply` in evaluation.
+    tx: an optax optimizer instead of Adam(learning_rate, weight_decay).
+    workdir: optional folder for checkpoints/metrics (resumes from it).
+    log_every: log interval of the training loop (default num_steps // 10).
+
+  Returns:
+    The `Evaluator`.
+  """
+  from xai_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+
+  key = _check_key('key', key)
+  x = _as_array('x', x)
+  _checks.check_array('x', x, min_ndim=2, finite=True)
+  n = x.shape[0]
+  input_shape = tuple(x.shape[1:])
+  input_dtype = 'int' if jnp.issubdtype(x.dtype, jnp.integer) else 'float'
+  if input_dtype == 'float' and not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f'x must be float features or int token ids, got '
+                     f'{x.dtype}.')
+  y, c, soft = _check_labels('y', y, n, num_classes)
+  if groups is None:
+    groups = masking.feature_groups(input_shape)
+  _check_groups(groups, input_shape)
+  num_steps = _check_int('num_steps', num_steps, minimum=0)
+  batch_size = min(_check_int('batch_size', batch_size), n)
+  if not 0.0 < float(keep_prob) < 1.0:
+    raise ValueError(f'keep_prob must be in (0, 1), got {keep_prob!r}.')
+  keep_prob = float(keep_prob)
+  base = _as_array('baseline', baseline)
+  if base.ndim and base.shape != input_shape:
+    raise ValueError(f'baseline must be a scalar or [*input_shape]='
+                     f'{input_shape}, got {base.shape}.')
+  base = jnp.broadcast_to(base.astype(x.dtype), input_shape)
+  if model is None:
+    model = _MLP(tuple(int(h) for h in hidden_sizes), c)
+  elif not isinstance(model, nn.Module):
+    raise ValueError(f'model must be a flax.linen.Module, got '
+                     f'{type(model).__name__}.')
+  train_kwargs = dict(train_kwargs or {})
+  eval_kwargs = dict(eval_kwargs or {})
+
+  k_init, k_drop, k_train = jax.random.split(key, 3)
+  variables = flax.core.unfreeze(model.init(
+      {'params': k_init, 'dropout': k_drop}, x[:2], **train_kwargs))
+  params = variables.pop('params')
+  model_state = variables
+  out = jax.eval_shape(lambda v: model.apply(v, x[:2], **eval_kwargs),
+                       {'params': params, **model_state})
+  if out.shape != (2, c):
+    raise ValueError(f'model must return logits [batch, {c}], got '
+                     f'{out.shape} for a batch of 2.')
+
+  def loss_fn(p, ms, batch, k):
+    k_mask, k_dropout = jax.random.split(k)
+    xb = batch['x']
+    s = jax.random.bernoulli(k_mask, keep_prob,
+                             (xb.shape[0], groups.num_groups))
+    keep = groups.expand(s.astype(jnp.float32))
+    xm = _mask_input(xb, keep, jnp.broadcast_to(base, xb.shape))
+    v = {'params': p, **ms}
+    if ms:
+      logits, new_ms = model.apply(v, xm, mutable=list(ms),
+                                   rngs={'dropout': k_dropout}, **train_kwargs)
+    else:
+      logits = model.apply(v, xm, rngs={'dropout': k_dropout}, **train_kwargs)
+      new_ms = ms
+    if soft:
+      loss = optax.softmax_cross_entropy(logits, batch['y']).mean()
+      label = jnp.argmax(batch['y'], -1)
+    else:
+      loss = optax.softmax_cross_entropy_with_integer_labels(
+          logits, batch['y']).mean()
+      label = batch['y']
+    acc = jnp.mean(jnp.argmax(logits, -1) == label)
+    return loss, (new_ms, {'accuracy': acc})
+
+  if tx is None:
+    tx = train_lib.make_optimizer(None, optimizer='adam',
+                                  learning_rate=learning_rate,
+                                  weight_decay=weight_decay)
+  if num_steps > 0:
+    state, _ = train_lib.fit(
+        loss_fn, params, {'x': x, 'y': y}, tx=tx, batch_size=batch_size,
+        num_steps=num_steps, key=k_train, model_state=model_state,
+        workdir=workdir,
+        log_every=log_every or max(1, num_steps // 10))
+    params, model_state = state.params, state.model_state
+  variables = jax.device_get({'params': params, **model_state})
+  box = bb.from_linen(model, variables, input_shape=input_shape,
+                      output='logits', input_dtype=input_dtype, name='evalx',
+                      **eval_kwargs)
+  return Evaluator(box=box, groups=groups, baseline=base, keep_prob=keep_prob)
+
+
+@functools.partial(jax.jit, static_argnames=('soft', 'chunk'))
+def _evalx_core(evaluator, x, keep, y, soft, chunk):
+  box = evaluator.box
+  xm = _mask_input(x, keep, jnp.broadcast_to(evaluator.baseline, x.shape))
+  lp = jax.nn.log_softmax(_forward(box, xm, chunk), -1)
+  if soft:
+    label, ll = jnp.argmax(y, -1), (y * lp).sum(-1)
+  else:
+    label, ll = y, bb.select_target(lp, y)
+  correct = (jnp.argmax(lp, -1) == label).astype(jnp.float32)
+  auc = (_auroc_rows(lp[None, :, 1], (label == 1)[None])[0]
+         if lp.shape[-1] == 2 else jnp.nan)
+  return correct, ll, jnp.exp(lp), auc
+
+
+def _evalx_prepare(evaluator: Evaluator, x: Array, selection: Array,
+                   labels: Array, groups: masking.FeatureGroups | None
+                   ) -> tuple[Array, Array, bool]:
+  if not isinstance(evaluator, Evaluator):
+    raise ValueError(f'evaluator must be an Evaluator (from train_evalx), got '
+                     f'{type(evaluator).__name__}.')
+  x = _check_x(evaluator.box, x)
+  groups = groups if groups is not None else evaluator.groups
+  _check_groups(groups, evaluator.box.input_shape)
+  keep = _keep_mask('selection', selection, x, groups)
+  y, _, soft = _check_labels('labels', labels, x.shape[0],
+                             evaluator.num_classes)
+  return keep, y, soft
+
+
+def evalx_accuracy(evaluator: Evaluator, x: Array, selection: Array,
+                   labels: Array, *,
+                   groups: masking.FeatureGroups | None = None,
+                   batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
+  """EVAL-X accuracy (eACC, Jethani et al. 2021): the accuracy of the
+  evaluator q on inputs masked by an explainer's selection.
+
+  Args:
+    evaluator: from `train_evalx`.
+    x: `[batch, *input_shape]`.
+    selection: binary, `[batch, *input_shape]` or `[batch, num_groups]` over
+      `groups` (default the evaluator's groups).
+    labels: int `[batch]` or soft targets `[batch, c]` (argmax taken for the
+      accuracy).
+    groups: the groups of a group-level selection.
+    batch_size: rows per model call.
+
+  Returns:
+    `correct` `[batch]` (1/0), `evalx_accuracy` `[]`, `log_likelihood`
+    `[batch]` (log q(y | x_S); for soft targets sum_c y_c log q_c) and
+    `log_likelihood_mean`.
+  """
+  keep, y, soft = _evalx_prepare(evaluator, x, selection, labels, groups)
+  correct, ll, _, _ = _evalx_core(evaluator, x, keep, y, soft,
+                                  _check_int('batch_size', batch_size))
+  return {'correct': correct, 'evalx_accuracy': jnp.mean(correct),
+          'log_likelihood': ll, 'log_likelihood_mean': jnp.mean(ll)}
+
+
+def evalx_auroc(evaluator: Evaluator, x: Array, selection: Array,
+                labels: Array, *, groups: masking.FeatureGroups | None = None,
+                batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
+  """EVAL-X AUROC (eAUROC, Jethani et al. 2021) of a binary task: the AUROC
+  over the examples of q(y=1 | x_S) against the labels (a data-set-level
+  number; Mann-Whitney with ties averaged).
+
+  Args:
+    evaluator: from `train_evalx`, with 2 classes.
+    x: `[batch, *input_shape]`.
+    selection: as in `evalx_accuracy`.
+    labels: int 0/1 `[batch]` or soft targets `[batch, 2]` (argmax taken).
+    groups: the groups of a group-level selection.
+    batch_size: rows per model call.
+
+  Returns:
+    `evalx_auroc` `[]` (NaN if only one class is present) and `prob`
+    `[batch]`, q(y=1 | x_S).
+  """
+  if isinstance(evaluator, Evaluator) and evaluator.num_classes != 2:
+    raise ValueError(f'evalx_auroc needs a binary evaluator, this one has '
+                     f'{evaluator.num_classes} classes; use evalx_accuracy.')
+  keep, y, soft = _evalx_prepare(evaluator, x, selection, labels, groups)
+  _, _, probs, auc = _evalx_core(evaluator, x, keep, y, soft,
+                                 _check_int('batch_size', batch_size))
+  return {'evalx_auroc': auc, 'prob': probs[:, 1]}
+
+
+# =============================================================================
+# Faithfulness against the black box.
+# =============================================================================
+
+
+_SPACES = ('raw', 'probs', 'log_probs')
+
+
+@functools.partial(jax.jit, static_argnames=('modes', 'space', 'chunk'))
+def _del_ins_core(box, x, units, target, counts, groups, del_base, ins_base,
+                  modes, space, chunk):
+  b = x.shape[0]
+  if target is None:
+    target = jnp.argmax(_forward(box, x, chunk), -1).astype(jnp.int32)
+  pos = _order_positions(units)
+  t1 = counts.shape[0]
+
+  def fn(idx):
+    i, t = idx // t1, idx % t1
+    top = (pos[i] < counts[t][:, None]).astype(jnp.float32)
+    top_x = _expand(groups, top, box.input_shape)
+    xi, tg = x[i], target[i]
+    out = {}
+    if 'deletion' in modes:
+      xd = _mask_input(xi, 1.0 - top_x, del_base[i])
+      out['deletion'] = _target_scores(box, box.apply_fn(box.params, xd), tg,
+                                       space)
+    if 'insertion' in modes:
+      xn = _mask_input(xi, top_x, ins_base[i])
+      out['insertion'] = _target_scores(box, box.apply_fn(box.params, xn), tg,
+                                        space)
+    return out
+
+  curves = _map_items(fn, b * t1, chunk)
+  frac = counts.astype(jnp.float32) / units.shape[1]
+  res = {}
+  for m in modes:
+    curve = curves[m].reshape(b, t1)
+    res[m] = (curve, jnp.trapezoid(curve, frac, axis=1))
+  return res, frac, target
+
+
+def deletion_insertion(model: Model, x: Array, attributions: Array, *,
+                       target: Array | int | None = None,
+                       groups: masking.FeatureGroups | None = None,
+                       baseline: Baseline = 0.0,
+                       insertion_baseline: Baseline | None = None,
+                       num_steps: int | None = None, mode: str = 'both',
+                       space: str = 'probs',
+                       batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
+  """Deletion and insertion curves (Petsiuk et al., "RISE", BMVC 2018, §4.1).
+
+  Units (input elements, or `groups`) are ordered by decreasing attribution
+  (group attributions are sums over the group; ties by index). Step t of
+  `num_steps` affects the first n_t = round(t d / num_steps) units:
+  deletion replaces them by `baseline` in x, insertion copies them from x
+  into `insertion_baseline` (Petsiuk: zero for deletion, a blurred image for
+  insertion: `insertion_baseline='blur'`). After each step the target
+  score (softmax probability by default) is recorded; the AUC is the
+  trapezoid rule over the fractions n_t / d in [0, 1]. Deletion: lower is
+  better; insertion: higher is better. All `batch * (num_steps + 1)` model
+  inputs are built and evaluated chunk by chunk (`batch_size` rows each).
+
+  Args:
+    model: the black box.
+    x: `[batch, *input_shape]`.
+    attributions: `[batch, *input_shape]`, or `[batch, num_groups]` with
+      `groups`. For images pass pixel groups (`patch_groups(shape, 1)`) to
+      delete whole pixels rather than single channels.
+    target: class per example `[batch]`, one int, or None for the predicted
+      class on the clean input.
+    groups: optional feature groups (units of deletion).
+    baseline: the deletion fill: scalar, `[*input_shape]`, `[batch,
+      *input_shape]`, or 'zero' / 'mean' / 'blur' (`masking.make_baseline`).
+      For token inputs the pad id.
+    insertion_baseline: the insertion canvas (default: `baseline`).
+    num_steps: number of steps T (default min(d, 100)), 1 <= T <= d.
+    mode: 'both', 'deletion' or 'insertion'.
+    space: 'probs' (Petsiuk), 'log_probs' or 'raw' model outputs.
+    batch_size: model rows per chunk.
+
+  Returns:
+    `fractions` `[T+1]`, `target` `[batch]` and, per computed mode m,
+    `m_curve` `[batch, T+1]`, `m_auc` `[batch]`, `m_auc_mean` `[]`.
+  """
+  box = _box(model, x)
+  x = _check_x(box, x)
+  _check_groups(groups, box.input_shape)
+  _checks.check_choice('mode', mode, ('both', 'deletion', 'insertion'))
+  _checks.check_choice('space', space, _SPACES)
+  if space != 'raw':
+    _check_classifier(box, f"deletion_insertion(space={space!r})")
+  units = _units('attributions', attributions, x, groups)
+  d = units.shape[1]
+  num_steps = min(d, 100) if num_steps is None else num_steps
+  num_steps = _check_int('num_steps', num_steps)
+  if num_steps > d:
+    raise ValueError(f'num_steps={num_steps} is larger than the number of '
+                     f'units d={d}.')
+  tgt = _check_target(target, x.shape[0])
+  del_base = _baseline_array('baseline', baseline, x, box)
+  ins_base = (del_base if insertion_baseline is None else
+              _baseline_array('insertion_baseline', insertion_baseline, x,
+                              box))
+  counts = jnp.asarray(np.round(np.linspace(0, d, num_steps + 1)), jnp.int32)
+  modes = ('deletion', 'insertion') if mode == 'both' else (mode,)
+  res, frac, tgt = _del_ins_core(box, x, units, tgt, counts, groups, del_base,
+                                 ins_base, modes, space,
+                                 _check_int('batch_size', batch_size))
+  out = {'fractions': frac, 'target': tgt}
+  for m, (curve, auc) in res.items():
+    out[f'{m}_curve'] = curve
+    out.update(_result(f'{m}_auc', auc))
+  return out
+
+
+@functools.partial(jax.jit, static_argnames=('num_subsets', 'space',
+                                             'chunk'))
+def _sens_n_core(box, x, units, key, target, groups, base, n, num_subsets,
+                 space, chunk):
+  b, d = units.shape
+  out0 = _forward(box, x, chunk)
+  if target is None:
+    target = jnp.argmax(out0, -1).astype(jnp.int32)
+  f0 = _target_scores(box, out0, target, space)
+
+  def subset(i, s):
+    u = jax.random.bits(jax.random.fold_in(jax.random.fold_in(key, i), s),
+                        (d,), jnp.uint32)
+    order = jnp.argsort(u)  # a uniformly random order; its first n: S
+    return jnp.zeros((d,), jnp.float32).at[order].set(
+        (jnp.arange(d) < n).astype(jnp.float32))
+
+  def fn(idx):
+    i, s = idx // num_subsets, idx % num_subsets
+    m = jax.vmap(subset)(i, s)
+    attr_sum = (m * units[i]).sum(1)
+    xr = _mask_input(x[i], 1.0 - _expand(groups, m, box.input_shape),
+                     base[i])
+    drop = f0[i] - _target_scores(box, box.apply_fn(box.params, xr),
+                                  target[i], space)
+    return attr_sum, drop
+
+  attr_sum, drop = _map_items(fn, b * num_subsets, chunk)
+  attr_sum = attr_sum.reshape(b, num_subsets)
+  drop = drop.reshape(b, num_subsets)
+  return _pearson(attr_sum, drop), attr_sum, drop
+
+
+def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
+                  key: Array, num_subsets: int = 100,
+                  baseline: Baseline = 0.0,
+                  target: Array | int | None = None,
+                  groups: masking.FeatureGroups | None = None,
+                  space: str = 'raw', batch_size: int = _DEFAULT_BATCH
+                  ) -> dict[str, Array]:
+  """Sensitivity-n (Ancona et al., "Towards better understanding of
+  gradient-based attribution methods", ICLR 2018, Def. 3 / §4).
+
+  For each example, `num_subsets` random subsets S of n units (drawn
+  uniformly, independently per example and subset from `key`): the Pearson
+  correlation between sum_{i in S} R_i and f_t(x) - f_t(x_{S <- baseline}).
+  Attributions that satisfy sensitivity-n (e.g. exact attributions of a
+  linear model with the zero baseline) give 1.
+
+  Args:
+    model: the black box.
+    x: `[batch, *input_shape]`.
+    attributions: `[batch, *input_shape]`, or `[batch, num_groups]` with
+      `groups` (input-shaped ones are summed per group).
+    n: the subset size, 1 <= n <= d.
+    key: PRNG key of the subsets.
+    num_subsets: subsets per example (100 in Ancona et al. and InputIBA).
+    baseline: the value of removed features (see `deletion_insertion`).
+    target: class per example, one int, or None (predicted class).
+    groups: optional feature groups (units of removal).
+    space: the scored output: 'raw' (logits, the default as in InputIBA),
+      'probs' or 'log_probs'.
+    batch_size: model rows per chunk.
+
+  Returns:
+    `sensitivity_n` `[batch]` (NaN where a variance is zero),
+    `sensitivity_n_mean`, and `attribution_sums`, `output_drops`
+    `[batch, num_subsets]`.
+  """
+  box = _box(model, x)
+  x = _check_x(box, x)
+  _check_groups(groups, box.input_shape)
+  _checks.check_choice('space', space, _SPACES)
+  if space != 'raw':
+    _check_classifier(box, f'sensitivity_n(space={space!r})')
+  units = _units('attributions', attributions, x, groups)
+  n = _checks.check_k('n', n, units.shape[1])
+  num_subsets = _check_int('num_subsets', num_subsets, minimum=2)
+  key = _check_key('key', key)
+  tgt = _check_target(target, x.shape[0])
+  base = _baseline_array('baseline', baseline, x, box)
+  corr, sums, drops = _sens_n_core(box, x, units, key, tgt, groups, base,
+                                   jnp.int32(n),
+                                   num_subsets, space,
+                                   _check_int('batch_size', batch_size))
+  return _result('sensitivity_n', corr, attribution_sums=sums,
+                 output_drops=drops)
+
+
+@functools.partial(jax.jit, static_argnames=('num_samples', 'space', 'chunk'))
+def _infidelity_core(box, x, attr, key, target, base, use_base, noise_std,
+                     num_samples, space, chunk):
+  b = x.shape[0]
+  out0 = _forward(box, x, chunk)
+  if target is None:
+    target = jnp.argmax(out0, -1).astype(jnp.int32)
+  f0 = _target_scores(box, out0, target, space)
+
+  def noise(i, s):
+    k = jax.random.fold_in(jax.random.fold_in(key, i), s)
+    return noise_std * jax.random.normal(k, box.input_shape, x.dtype)
+
+  def fn(idx):
+    i, s = idx // num_samples, idx % num_samples
+    eps = jax.vmap(noise)(i, s)
+    xi = x[i]
+    # use_base = 0: I = eps; 1: I = x - x0 + eps ~ x - (x0 + eps') (symmetric).
+    pert = use_base * (xi - base[i]) + eps
+    fx = _target_scores(box, box.apply_fn(box.params, xi - pert), target[i],
+                        space)
+    dot = (pert * attr[i]).reshape(idx.shape[0], -1).sum(1)
+    return dot, f0[i] - fx
+
+  dot, diff = _map_items(fn, b * num_samples, chunk)
+  dot, diff = dot.reshape(b, num_samples), diff.reshape(b, num_samples)
+  infid = jnp.mean((dot - diff) ** 2, axis=1)
+  dd = jnp.mean(dot * dot, axis=1)
+  beta = jnp.where(dd > 0, jnp.mean(dot * diff, axis=1) /
+                   jnp.where(dd > 0, dd, 1.0), 0.0)
+  infid_n = jnp.mean((beta[:, None] * dot - diff) ** 2, axis=1)
+  return infid, infid_n, beta
+
+
+def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
+               num_samples: int = 100, noise_std: float = 0.1,
+               baseline: float | Array | None = None,
+               target: Array | int | None = None, space: str = 'raw',
+               batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
+  """Explanation infidelity (Yeh et al., "On the (in)fidelity and sensitivity
+  of explanations", NeurIPS 2019, Eq. 2).
+
+  INFD(Phi, f, x) = E_I[(I^T Phi(x) - (f(x) - f(x - I)))^2], estimated with
+  `num_samples` perturbations per example: Gaussian I ~ N(0, noise_std^2 Id)
+  (`baseline=None`), or the noisy-baseline perturbation I = x - (x0 + eps),
+  eps ~ N(0, noise_std^2 Id), around a baseline x0 (drawn as x - x0 + eps,
+  the same distribution). Also returns the
+  scale-invariant version with the optimal scaling beta = E[I^T Phi Δf] /
+  E[(I^T Phi)^2] (INFD of beta Phi; Captum's `normalize=True`). The exact
+  gradient of a linear model has infidelity 0. Lower is better.
+
+  Args:
+    model: the black box (float inputs).
+    x: `[batch, *input_shape]`.
+    attributions: `[batch, *input_shape]` (Phi).
+    key: PRNG key of the perturbations.
+    num_samples: perturbations per example.
+    noise_std: sigma of the Gaussian perturbation.
+    baseline: None (pure Gaussian perturbations) or x0 (scalar,
+      `[*input_shape]` or `[batch, *input_shape]`).
+    target: class per example, one int, or None (predicted class).
+    space: the explained output: 'raw' (default), 'probs' or 'log_probs'.
+    batch_size: model rows per chunk.
+
+  Returns:
+    `infidelity` `[batch]`, `infidelity_mean`, `infidelity_normalized`
+    `[batch]`, `infidelity_normalized_mean` and `beta` `[batch]`.
+  """
+  box = _box(model, x)
+  if box.input_dtype == 'int':
+    raise ValueError('infidelity needs continuous inputs; x holds token ids.')
+  x = _check_x(box, x)
+  _checks.check_choice('space', space, _SPACES)
+  if space != 'raw':
+    _check_classifier(box, f'infidelity(space={space!r})')
+  attr = _as_array('attributions', attributions)
+  _checks.check_array('attributions', attr, finite=True)
+  if attr.shape != x.shape:
+    raise ValueError(f'attributions must have the shape of x {x.shape}, got '
+                     f'{attr.shape}.')
+  attr = attr.astype(x.dtype)
+  num_samples = _check_int('num_samples', num_samples)
+  _checks.check_positive('noise_std', noise_std)
+  key = _check_key('key', key)
+  tgt = _check_target(target, x.shape[0])
+  if baseline is None:
+    base, use_base = jnp.zeros_like(x), 0.0
+  else:
+    base, use_base = _baseline_array('baseline', baseline, x, box), 1.0
+  infid, infid_n, beta = _infidelity_core(
+      box, x, attr, key, tgt, base, jnp.asarray(use_base, x.dtype),
+      jnp.asarray(noise_std, x.dtype),
+      num_samples, space, _check_int('batch_size', batch_size))
+  out = _result('infidelity', infid)
+  out.update(_result('infidelity_normalized', infid_n, beta=beta))
+  return out
+
+
+# =============================================================================
+# Shapley estimation error.
+# =============================================================================
+
+
+@jax.jit
+def _shapley_error_core(est, ref):
+  err = est - ref
+  mae = jnp.mean(jnp.abs(err), axis=1)
+  rmse = jnp.sqrt(jnp.mean(err * err, axis=1))
+  spearman = _pearson(_midranks(est), _midranks(ref))
+  return mae, rmse, spearman
+
+
+def shapley_error(estimate: Array, reference: Array) -> dict[str, Array]:
+  """Error of estimated Shapley values against reference (e.g. exact) ones.
+
+  Per example: MAE = mean_i |e_i - r_i|, RMSE = sqrt(mean_i (e_i - r_i)^2)
+  and Spearman's rho = Pearson correlation of the mid-ranks (ties averaged,
+  as `scipy.stats.spearmanr`), as used to compare KernelSHAP / FastSHAP
+  (Jethani et al. 2022) estimates with exact values.
+
+  Args:
+    estimate: `[batch, d]`.
+    reference: `[batch, d]`.
+
+  Returns:
+    `mae`, `rmse`, `spearman` `[batch]` (Spearman is NaN for a constant
+    row) and their means over the batch `mae_mean`, `rmse_mean`,
+    `spearman_mean`.
+  """
+  est = _check_scores('estimate', estimate)
+  ref = _check_scores('reference', reference)
+  if ref.shape != est.shape:
+    raise ValueError(f'reference must have the shape of estimate {est.shape}, '
+                     f'got {ref.shape}.')
+  mae, rmse, spearman = _shapley_error_core(est, ref)
+  out = _result('mae', mae)
+  out.update(_result('rmse', rmse))
+  out.update(_result('spearman', spearman))
+  return out
+
+
+__all__ = [
+    'Evaluator', 'auroc', 'deletion_insertion', 'effective_heat_ratio',
+    'effective_heat_ratio_curve', 'evalx_accuracy', 'evalx_auroc',
+    'infidelity', 'median_rank', 'pointing_game', 'posthoc_accuracy',
+    'sensitivity_n', 'shapley_error', 'top_k_mask', 'tpr_fdr_at_k',
+    'train_evalx',
+]
