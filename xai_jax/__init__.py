@@ -1,0 +1,34 @@
+"""xai_jax: learned, amortized and information-theoretic explainers in JAX/Flax.
+
+  import xai_jax as xj
+
+Modules: `blackbox` (adapters), `relax` (relaxed top-k), `masking` (feature
+groups, baselines), `train` (the optax loop), `nets` (explainer networks),
+`attribution` (gradients, IG, SmoothGrad, Grad-CAM, occlusion, RISE, LIME,
+Shapley values), `metrics`, `data`, `models`, and the methods (`l2x`).
+"""
+
+from xai_jax import attribution
+from xai_jax import blackbox
+from xai_jax import data
+from xai_jax import l2x
+from xai_jax import masking
+from xai_jax import metrics
+from xai_jax import models
+from xai_jax import nets
+from xai_jax import relax
+from xai_jax import train
+from xai_jax.blackbox import BlackBox
+from xai_jax.blackbox import from_jax
+from xai_jax.blackbox import from_linen
+from xai_jax.blackbox import from_nnx
+from xai_jax.blackbox import from_numpy
+from xai_jax.masking import apply_mask
+from xai_jax.masking import patch_groups
+from xai_jax.relax import concrete_topk
+from xai_jax.relax import hard_topk
+from xai_jax.relax import perturbed_topk
+from xai_jax.relax import straight_through_topk
+from xai_jax.relax import subset_topk
+
+__version__ = '0.1.0'

@@ -1,0 +1,1062 @@
+"""The one training loop of xai_jax: optax + jit + data-parallel sharding + orbax.
+
+Every learned explainer (L2X selector/approximator, FastSHAP, LTX, InputIBA's
+mask generator, ...) and every black box trained by an experiment goes through
+`fit`:
+
+  state, history = fit(loss_fn, params, data, config,
+                       key=jax.random.key(0), batch_size=1000, num_steps=1000,
+                       workdir='/tmp/run')
+
+The pieces, usable on their own:
+
+* `TrainState`: a pytree holding `step`, `params`, `opt_state`, `model_state`
+  (non-trainable collections such as BatchNorm's `batch_stats`) and the base
+  PRNG `key`.
+* `make_optimizer(config)`: optax optimizer factory from a ConfigDict/dict.
+* `make_train_step(loss_fn, tx)`: the jit-compiled update with the state's
+  buffers donated. The per-step key is `jax.random.fold_in(state.key,
+  state.step)`, so a resumed run draws exactly the same randomness.
+* `save_checkpoint` / `restore_latest`: the only two functions that touch orbax
+  (`orbax.checkpoint.CheckpointManager`, stable `args=` API).
+* `MetricWriter` / `write_metrics_json`: our JSON-lines metric log and the
+  final flat `metrics.json` of an experiment (no TensorFlow, no CLU).
+
+The loss contract, shared by all methods::
+
+  loss_fn(params, model_state, batch, key) -> (loss, (new_model_state, metrics))
+
+where `loss` is a scalar, `new_model_state` has the structure of
+`model_state` (return `model_state` unchanged, or `None`, when there is none)
+and `metrics` is a dict of scalars (may be empty) logged next to `loss`.
+
+Data parallelism: `fit` builds a `jax.sharding.Mesh` over `jax.devices()` with
+one axis `'data'`, replicates the state and shards every batch's leading
+dimension over it; XLA inserts the gradient all-reduce. The same code runs on
+one CPU, several GPUs or a TPU slice. Multi-host: call
+`jax.distributed.initialize()` before `fit` (this module never calls it); the
+mesh then spans the devices of all processes, an in-memory dataset must be the
+same on every process, and a callable `batch_fn` must return each process's
+local share of the global batch (`batch_size // jax.process_count()` rows).
+
+Exact resume: the per-step key is `fold_in(state.key, state.step)`, an
+in-memory dataset is shuffled per epoch by a permutation from
+`fold_in(data_key, epoch)` and the position inside the epoch is
+`state.step % steps_per_epoch`, a callable `batch_fn(step)` must be
+deterministic in `step`; so a run restored from its step-`s` checkpoint
+continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import flax
+from flax import struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from xai_jax import _checks
+
+PyTree = Any
+Batch = Any
+Metrics = dict[str, Any]
+# loss_fn(params, model_state, batch, key) -> (loss, (new_model_state, metrics))
+LossFn = Callable[[PyTree, PyTree, Batch, jax.Array],
+                  tuple[jax.Array, tuple[PyTree, Metrics]]]
+StepFn = Callable[..., tuple['TrainState', Metrics]]
+
+__all__ = [
+    'TrainState',
+    'MetricWriter',
+    'OPTIMIZERS',
+    'SCHEDULES',
+    'make_optimizer',
+    'make_schedule',
+    'create_train_state',
+    'make_train_step',
+    'make_data_mesh',
+    'fit',
+    'save_checkpoint',
+    'restore_latest',
+    'latest_checkpoint_step',
+    'write_metrics_json',
+]
+
+OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+
+# Salt for the data-shuffling key: data_key = fold_in(state.key, _DATA_SALT),
+# kept apart from the per-step keys fold_in(state.key, step).
+_DATA_SALT = 0x5EEDDA7A
+_CHECKPOINT_DIR = 'checkpoints'
+_METRICS_JSONL = 'metrics.jsonl'
+_METRICS_JSON = 'metrics.json'
+
+
+# ----------------------------------------------------------------------------
+# Train state.
+
+
+@struct.dataclass
+class TrainState:
+  """Everything that changes during training, as one pytree.
+
+  Attributes:
+    step: int32 scalar array `[]`, the number of updates applied so far.
+    params: the trainable parameters (any pytree of float arrays).
+    opt_state: the optax state of `params`.
+    model_state: non-trainable variables updated by the forward pass (e.g.
+      `{'batch_stats': ...}` for BatchNorm); `{}` when there are none.
+    key: the base PRNG key (typed `jax.random.key` or raw uint32 `[2]`);
+      constant during training, step `s` uses `fold_in(key, s)`.
+  """
+  step: jax.Array
+  params: PyTree
+  opt_state: PyTree
+  model_state: PyTree
+  key: jax.Array
+
+
+def _is_typed_key(x: Any) -> bool:
+  return hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _as_key(name: str, key: Any) -> jax.Array:
+  """Validates a PRNG key argument (typed, raw uint32, or an int seed)."""
+  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    return jax.random.key(int(key))
+  if _is_typed_key(key):
+    if key.shape != ():
+      raise ValueError(f'{name} must be a single PRNG key, got shape {key.shape}.')
+    return key
+  if hasattr(key, 'dtype') and key.dtype == jnp.uint32 and key.ndim == 1:
+    return jnp.asarray(key)
+  raise ValueError(
+      f'{name} must be a PRNG key (jax.random.key(seed) or '
+      f'jax.random.PRNGKey(seed)) or an int seed, got {key!r}.')
+
+
+def _unfreeze(tree: PyTree) -> PyTree:
+  if isinstance(tree, flax.core.FrozenDict):
+    return flax.core.unfreeze(tree)
+  return tree
+
+
+def create_train_state(
+    params: PyTree,
+    tx: optax.GradientTransformation,
+    *,
+    key: jax.Array | int,
+    model_state: PyTree | None = None,
+) -> TrainState:
+  """Creates the initial `TrainState` (step 0, `opt_state = tx.init(params)`).
+
+  Args:
+    params: trainable parameters, e.g. `variables['params']` of a linen module.
+      FrozenDicts are converted to dicts.
+    tx: the optax optimizer (e.g. from `make_optimizer`).
+    key: the base PRNG key of the run (typed or raw), or an int seed.
+    model_state: non-trainable collections, e.g. `{'batch_stats': ...}`;
+      None means `{}`.
+
+  Returns:
+    A `TrainState` with `step` an int32 scalar `[]` equal to 0.
+  """
+  if not hasattr(tx, 'init') or not hasattr(tx, 'update'):
+    raise ValueError(
+        f'tx must be an optax.GradientTransformation, got {type(tx).__name__}.')
+  key = _as_key('key', key)
+  params = _unfreeze(params)
+  model_state = {} if model_state is None else _unfreeze(model_state)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      model_state=model_state,
+      key=key)
+
+
+# ----------------------------------------------------------------------------
+# Optimizers.
+
+
+def _cfg(config: Any, name: str, default: Any = None) -> Any:
+  """config[name] for a ConfigDict / Mapping / None, `default` if absent/None."""
+  if config is None:
+    return default
+  try:
+    value = config.get(name, default)
+  except AttributeError:
+    value = getattr(config, name, default)
+  return default if value is None else value
+
+
+def _merge(config: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+  merged: dict[str, Any] = {}
+  if config is not None:
+    if hasattr(config, 'to_dict'):
+      merged.update(config.to_dict())
+    else:
+      merged.update(dict(config))
+  merged.update(overrides)
+  return merged
+
+
+def make_schedule(config: Any = None, **overrides: Any) -> optax.Schedule:
+  """Learning-rate schedule `step -> lr` from a config.
+
+  Fields: `learning_rate` (peak lr, eta; default 1e-3), `schedule` in
+  `SCHEDULES` (default 'constant'), `warmup_steps` (linear warmup from 0;
+  default 0; also honoured by 'constant'), `num_steps` (total steps; required
+  by 'cosine' and 'warmup_cosine', which decay to 0 at `num_steps`).
+
+  Args:
+    config: an ml_collections ConfigDict, a dict, or None.
+    **overrides: fields that take precedence over `config`.
+
+  Returns:
+    An optax schedule mapping an int step `[]` to a float lr `[]`.
+  """
+  cfg = _merge(config, overrides)
+  lr = _cfg(cfg, 'learning_rate', 1e-3)
+  _checks.check_positive('learning_rate', lr)
+  lr = float(lr)
+  name = _checks.check_choice('schedule', _cfg(cfg, 'schedule', 'constant'),
+                              SCHEDULES)
+  warmup = int(_cfg(cfg, 'warmup_steps', 0))
+  if warmup < 0:
+    raise ValueError(f'warmup_steps must be >= 0, got {warmup}.')
+  num_steps = _cfg(cfg, 'num_steps')
+  if name == 'constant':
+    if warmup == 0:
+      return optax.constant_schedule(lr)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)],
+        [warmup])
+  if num_steps is None or int(num_steps) <= 0:
+    raise ValueError(
+        f'schedule={name!r} needs a positive num_steps, got {num_steps!r}.')
+  num_steps = int(num_steps)
+  if name == 'cosine':
+    if warmup:
+      name = 'warmup_cosine'
+    else:
+      return optax.cosine_decay_schedule(lr, num_steps)
+  if warmup >= num_steps:
+    raise ValueError(
+        f'warmup_steps={warmup} must be smaller than num_steps={num_steps}.')
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=lr, warmup_steps=warmup,
+      decay_steps=num_steps, end_value=0.0)
+
+
+def _decay_mask(params: PyTree) -> PyTree:
+  """Weight decay applies to kernels/embeddings (ndim >= 2), not biases/scales."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def make_optimizer(config: Any = None,
+                   **overrides: Any) -> optax.GradientTransformation:
+  """Builds an optax optimizer from a ConfigDict or dict.
+
+  Fields (all optional; `overrides` win over `config`):
+    optimizer: one of `OPTIMIZERS` = 'adam' (default), 'adamw', 'sgd',
+      'rmsprop'.
+    learning_rate, schedule, warmup_steps, num_steps: see `make_schedule`.
+    weight_decay: lambda. 'adamw': decoupled decay (Loshchilov & Hutter 2019;
+      default 1e-4 as in optax). 'adam', 'sgd', 'rmsprop': coupled L2, i.e.
+      `lambda * w` added to the gradient (= loss + lambda/2 ||w||^2); default 0.
+      In both cases only parameters with ndim >= 2 (kernels) are decayed.
+    momentum: for 'sgd' (heavy ball, default none) and 'rmsprop' (default
+      none).
+    b1, b2, eps: Adam's beta1, beta2, epsilon (defaults 0.9, 0.999, 1e-8).
+    nesterov: for 'sgd' (default False).
+    grad_clip: clip gradients to this global norm before anything else
+      (Pascanu et al. 2013); default none.
+
+  Args:
+    config: an ml_collections ConfigDict, a dict, or None.
+    **overrides: fields that take precedence over `config`.
+
+  Returns:
+    An `optax.GradientTransformation`.
+
+  Raises:
+    ValueError: unknown `optimizer` or `schedule`, or bad numbers.
+  """
+  cfg = _merge(config, overrides)
+  name = _checks.check_choice('optimizer', _cfg(cfg, 'optimizer', 'adam'),
+                              OPTIMIZERS)
+  lr = make_schedule(cfg)
+  wd = _cfg(cfg, 'weight_decay', 1e-4 if name == 'adamw' else 0.0)
+  if float(wd) < 0:
+    raise ValueError(f'weight_decay must be >= 0, got {wd}.')
+  wd = float(wd)
+  momentum = _cfg(cfg, 'momentum')
+  if momentum is not None:
+    momentum = float(momentum)
+    if not 0.0 <= momentum < 1.0:
+      raise ValueError(f'momentum must be in [0, 1), got {momentum}.')
+    if momentum == 0.0:
+      momentum = None
+  b1 = float(_cfg(cfg, 'b1', 0.9))
+  b2 = float(_cfg(cfg, 'b2', 0.999))
+  eps = float(_cfg(cfg, 'eps', 1e-8))
+
+  parts = []
+  grad_clip = _cfg(cfg, 'grad_clip')
+  if grad_clip is not None and float(grad_clip) > 0:
+    parts.append(optax.clip_by_global_norm(float(grad_clip)))
+  if name != 'adamw' and wd > 0:
+    parts.append(optax.add_decayed_weights(wd, mask=_decay_mask))
+  if name == 'adam':
+    parts.append(optax.adam(lr, b1=b1, b2=b2, eps=eps))
+  elif name == 'adamw':
+    parts.append(optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=wd,
+                             mask=_decay_mask))
+  elif name == 'sgd':
+    parts.append(optax.sgd(lr, momentum=momentum,
+                           nesterov=bool(_cfg(cfg, 'nesterov', False))))
+  elif name == 'rmsprop':
+    parts.append(optax.rmsprop(lr, momentum=momentum))
+  return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+# ----------------------------------------------------------------------------
+# The jitted step.
+
+
+def make_data_mesh(devices: Sequence[jax.Device] | None = None
+                  ) -> jax.sharding.Mesh:
+  """A 1-D `Mesh` with axis `'data'` over `devices` (default `jax.devices()`).
+
+  After `jax.distributed.initialize()`, `jax.devices()` lists the devices of
+  every process, so the mesh spans all hosts.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.sharding.Mesh(np.asarray(devices), ('data',))
+
+
+def _shardings(mesh: jax.sharding.Mesh | None):
+  if mesh is None:
+    return None, None
+  P = jax.sharding.PartitionSpec
+  return (jax.sharding.NamedSharding(mesh, P()),
+          jax.sharding.NamedSharding(mesh, P('data')))
+
+
+def _split_aux(aux: Any) -> tuple[PyTree, Metrics]:
+  if not (isinstance(aux, tuple) and len(aux) == 2):
+    raise ValueError(
+        'loss_fn must return (loss, (new_model_state, metrics)); got aux of '
+        f'type {type(aux).__name__}.')
+  new_model_state, metrics = aux
+  metrics = {} if metrics is None else dict(metrics)
+  return new_model_state, metrics
+
+
+def _update(loss_fn: LossFn, tx: optax.GradientTransformation,
+            state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+  """One optimizer step (traced inside jit)."""
+  step_key = jax.random.fold_in(state.key, state.step)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, aux), grads = grad_fn(state.params, state.model_state, batch,
+                               step_key)
+  new_model_state, metrics = _split_aux(aux)
+  if new_model_state is None:
+    new_model_state = state.model_state
+  want = jax.tree.structure(state.model_state)
+  if jax.tree.structure(new_model_state) != want:
+    new_model_state = _unfreeze(new_model_state)
+    if jax.tree.structure(new_model_state) != want:
+      raise ValueError(
+          'loss_fn returned new_model_state with structure '
+          f'{jax.tree.structure(new_model_state)}, expected the structure of '
+          f'state.model_state {want}.')
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics['loss'] = loss
+  new_state = state.replace(step=state.step + 1, params=params,
+                            opt_state=opt_state, model_state=new_model_state)
+  return new_state, metrics
+
+
+def _jit_step(fn: Callable[..., tuple[TrainState, Metrics]],
+              mesh: jax.sharding.Mesh | None, donate: bool) -> StepFn:
+  replicated, _ = _shardings(mesh)
+  kwargs = {}
+  if replicated is not None:
+    kwargs['out_shardings'] = replicated
+  return jax.jit(fn, donate_argnums=(0,) if donate else (), **kwargs)
+
+
+def _constrain(tree: PyTree, sharding: Any) -> PyTree:
+  if sharding is None:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, sharding)
+
+
+def make_train_step(loss_fn: LossFn,
+                    tx: optax.GradientTransformation,
+                    *,
+                    mesh: jax.sharding.Mesh | None = None,
+                    donate: bool = True) -> StepFn:
+  """The jit-compiled training step `step_fn(state, batch) -> (state, metrics)`.
+
+  Inside: `key = fold_in(state.key, state.step)`, `(loss, (model_state,
+  metrics)), grads = value_and_grad(loss_fn)(params, model_state, batch,
+  key)`, an optax update, `step + 1`.
+
+  Args:
+    loss_fn: `loss_fn(params, model_state, batch, key) -> (loss [],
+      (new_model_state, metrics: dict of scalars []))`.
+    tx: the optax optimizer whose state is `state.opt_state`.
+    mesh: optional `Mesh` with axis 'data': the batch's leading dim is
+      constrained to be sharded over it and the new state is replicated.
+      Without it the step follows the shardings of its inputs.
+    donate: donate the input state's buffers (the caller must not reuse the
+      `state` it passed in).
+
+  Returns:
+    `step_fn(state: TrainState, batch: pytree of [batch, ...]) ->
+    (new_state, metrics)` where `metrics` holds `'loss'` and `loss_fn`'s
+    metrics as device scalars `[]` (reading them syncs with the device).
+  """
+  _, batch_sharding = _shardings(mesh)
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    return _update(loss_fn, tx, state, _constrain(batch, batch_sharding))
+
+  return _jit_step(step, mesh, donate)
+
+
+def _gather(data: PyTree, idx: jax.Array) -> PyTree:
+  """Rows `idx [b]` of every leaf `[n, ...]` of `data` -> leaves `[b, ...]`."""
+  return jax.tree.map(
+      lambda a: jnp.take(a, idx, axis=0, mode='clip', unique_indices=True),
+      data)
+
+
+def _make_dataset_step(loss_fn: LossFn, tx: optax.GradientTransformation,
+                       mesh: jax.sharding.Mesh, batch_size: int,
+                       steps_per_epoch: int, donate: bool) -> StepFn:
+  """step_fn(state, data, perm): the batch is gathered inside the jit."""
+  _, batch_sharding = _shardings(mesh)
+
+  def step(state: TrainState, data: PyTree, perm: jax.Array):
+    start = (state.step % steps_per_epoch) * batch_size
+    idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
+    idx = _constrain(idx, batch_sharding)  # each device gathers its own rows
+    batch = _constrain(_gather(data, idx), batch_sharding)
+    return _update(loss_fn, tx, state, batch)
+
+  return _jit_step(step, mesh, donate)
+
+
+def _make_traced_batch_fn_step(loss_fn: LossFn,
+                               tx: optax.GradientTransformation,
+                               mesh: jax.sharding.Mesh,
+                               batch_fn: Callable[[jax.Array], Batch],
+                               donate: bool) -> StepFn:
+  """step_fn(state): the batch is `batch_fn(state.step)`, traced in the jit."""
+  _, batch_sharding = _shardings(mesh)
+
+  def step(state: TrainState):
+    batch = _constrain(batch_fn(state.step), batch_sharding)
+    return _update(loss_fn, tx, state, batch)
+
+  return _jit_step(step, mesh, donate)
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints (the only orbax code of the library).
+
+
+def _checkpoint_dir(workdir: str | os.PathLike) -> str:
+  return os.path.join(os.path.abspath(os.fspath(workdir)), _CHECKPOINT_DIR)
+
+
+def _manager(workdir: str | os.PathLike, max_to_keep: int | None = 3,
+             create: bool = True):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=create,
+      enable_async_checkpointing=False, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(_checkpoint_dir(workdir), options=options)
+
+
+def _keys_to_data(tree: PyTree) -> PyTree:
+  return jax.tree.map(
+      lambda x: jax.random.key_data(x) if _is_typed_key(x) else x, tree)
+
+
+def save_checkpoint(workdir: str | os.PathLike, state: PyTree, step: int,
+                    *, max_to_keep: int | None = 3) -> bool:
+  """Saves `state` as checkpoint `step` in `workdir/checkpoints` (orbax).
+
+  Synchronous: when it returns the checkpoint is complete on disk (orbax
+  writes to a temporary folder and renames it, so a run killed mid-save leaves
+  the previous checkpoints intact). Keeps the latest `max_to_keep`. Call it on
+  every process in multi-host runs.
+
+  Args:
+    workdir: the run's folder.
+    state: any pytree of arrays (typically a `TrainState`); typed PRNG keys are
+      stored as their uint32 key data.
+    step: the checkpoint's step number (int >= 0).
+    max_to_keep: how many checkpoints to keep (None: all).
+
+  Returns:
+    True if saved, False if a checkpoint for `step` already existed.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  step = int(step)
+  if step < 0:
+    raise ValueError(f'step must be >= 0, got {step}.')
+  with _manager(workdir, max_to_keep) as mngr:
+    if step in mngr.all_steps():
+      return False
+    saved = mngr.save(step, args=ocp.args.StandardSave(_keys_to_data(state)))
+    mngr.wait_until_finished()
+  return bool(saved)
+
+
+def latest_checkpoint_step(workdir: str | os.PathLike) -> int | None:
+  """The step of the newest checkpoint in `workdir/checkpoints`, or None."""
+  if workdir is None or not os.path.isdir(_checkpoint_dir(workdir)):
+    return None
+  with _manager(workdir, create=False) as mngr:
+    return mngr.latest_step()
+
+
+def restore_latest(workdir: str | os.PathLike | None,
+                   target_state: PyTree) -> PyTree | None:
+  """Restores the newest checkpoint of `workdir`, or returns None if none.
+
+  Args:
+    workdir: the run's folder (None: returns None).
+    target_state: a pytree with the structure, shapes, dtypes and shardings
+      the restored state should have (e.g. the freshly created `TrainState`,
+      or its `jax.ShapeDtypeStruct`s); typed PRNG keys are re-wrapped.
+
+  Returns:
+    The restored pytree (same structure and shardings as `target_state`), or
+    None when `workdir/checkpoints` holds no checkpoint.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  if workdir is None or not os.path.isdir(_checkpoint_dir(workdir)):
+    return None
+  with _manager(workdir, create=False) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                            _keys_to_data(target_state))
+    restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def rewrap(target, value):
+    if _is_typed_key(target):
+      return jax.random.wrap_key_data(value, impl=jax.random.key_impl(target))
+    return value
+
+  return jax.tree.map(rewrap, target_state, restored)
+
+
+# ----------------------------------------------------------------------------
+# Metrics files.
+
+
+def _to_jsonable(value: Any) -> Any:
+  if isinstance(value, (bool, int, str)) or value is None:
+    return value
+  arr = np.asarray(value)
+  if arr.size == 1:
+    item = arr.reshape(()).item()
+    return float(item) if isinstance(item, (float, np.floating)) else item
+  return arr.tolist()
+
+
+class MetricWriter:
+  """Appends one JSON dict per line to a metrics file (`metrics.jsonl`).
+
+  Each line is `{"step": int, name: value, ...}`. Files are opened in append
+  mode so a resumed run continues the same log; `resume_step` first drops
+  lines logged after the restored checkpoint by the interrupted run, so every
+  step appears once. Use as a context manager or call `close()`.
+
+  Args:
+    path: the file, or a folder in which `metrics.jsonl` is used.
+    resume_step: if given, lines with `step > resume_step` are removed.
+    enabled: False makes every call a no-op (e.g. on non-zero processes).
+  """
+
+  def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None,
+               enabled: bool = True):
+    path = os.fspath(path)
+    if os.path.isdir(path) or not path.endswith('.jsonl'):
+      path = os.path.join(path, _METRICS_JSONL)
+    self.path = path
+    self._file = None
+    if not enabled:
+      return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if resume_step is not None and os.path.exists(path):
+      self._truncate_after(int(resume_step))
+    self._file = open(path, 'a', encoding='utf-8')
+
+  def _truncate_after(self, step: int) -> None:
+    kept = []
+    with open(self.path, encoding='utf-8') as f:
+      for line in f:
+        try:
+          if int(json.loads(line).get('step', -1)) > step:
+            continue
+        except (ValueError, AttributeError, TypeError):
+          continue  # a line cut short by a kill
+        kept.append(line if line.endswith('\n') else line + '\n')
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    """Appends `{"step": step, **metrics}` (scalars as floats) as one line."""
+    if self._file is None:
+      return
+    record = {'step': int(step)}
+    record.update({str(k): _to_jsonable(v) for k, v in metrics.items()})
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()
+
+  def close(self) -> None:
+    """Closes the file (further writes are dropped)."""
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+
+  def __enter__(self) -> 'MetricWriter':
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    self.close()
+
+
+def _flatten(metrics: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for k, v in metrics.items():
+    name = f'{prefix}{k}'
+    if isinstance(v, Mapping):
+      flat.update(_flatten(v, name + '/'))
+    else:
+      flat[name] = v
+  return flat
+
+
+def write_metrics_json(workdir: str | os.PathLike,
+                       metrics: Mapping[str, Any]) -> str:
+  """Writes `workdir/metrics.json`: a flat dict `{name: float}`, sorted.
+
+  Nested dicts are flattened with '/' (`{'eval': {'acc': 1}}` ->
+  `{'eval/acc': 1.0}`); values must be scalars (Python numbers or size-1
+  arrays). Written atomically (temporary file + rename).
+
+  Args:
+    workdir: the run's folder (created if needed).
+    metrics: the final numbers of the run.
+
+  Returns:
+    The path written.
+  """
+  flat = {}
+  for name, value in _flatten(metrics).items():
+    arr = np.asarray(value)
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.number) and \
+        arr.dtype != np.bool_:
+      raise ValueError(
+          f'metrics[{name!r}] must be a scalar number, got {value!r}.')
+    flat[name] = float(arr.reshape(()))
+  workdir = os.fspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, _METRICS_JSON)
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(flat, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+  return path
+
+
+# ----------------------------------------------------------------------------
+# fit.
+
+
+@dataclasses.dataclass
+class _Timer:
+  """Steps/s between log points."""
+  step: int
+  time: float
+
+
+def _format_eta(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  return str(datetime.timedelta(seconds=int(round(seconds))))
+
+
+def _check_dataset(data: PyTree) -> int:
+  leaves = jax.tree.leaves(data)
+  if not leaves:
+    raise ValueError('data must be a non-empty pytree of arrays or a callable.')
+  n = None
+  for path, leaf in jax.tree_util.tree_leaves_with_path(data):
+    name = 'data' + jax.tree_util.keystr(path)
+    _checks.check_array(name, leaf, min_ndim=1)
+    if n is None:
+      n = leaf.shape[0]
+    elif leaf.shape[0] != n:
+      raise ValueError(
+          f'every leaf of data must have the same leading dim; {name} has '
+          f'{leaf.shape[0]}, expected {n}.')
+  return int(n)
+
+
+def _put_batch(batch: Batch, sharding: Any) -> Batch:
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+      batch)
+
+
+def _build_step(kind: str, loss_fn: LossFn, tx: optax.GradientTransformation,
+                mesh: jax.sharding.Mesh, *args: Any) -> StepFn:
+  if kind == 'dataset':
+    return _make_dataset_step(loss_fn, tx, mesh, *args, donate=True)
+  if kind == 'traced':
+    return _make_traced_batch_fn_step(loss_fn, tx, mesh, *args, donate=True)
+  _, batch_sharding = _shardings(mesh)
+  return _jit_step(
+      lambda s, b: _update(loss_fn, tx, s, _constrain(b, batch_sharding)),
+      mesh, donate=True)
+
+
+_cached_build_step = functools.lru_cache(maxsize=8)(_build_step)
+
+
+def _step_for_fit(kind: str, loss_fn: LossFn, tx: optax.GradientTransformation,
+                  mesh: jax.sharding.Mesh, *args: Any) -> StepFn:
+  """The jitted step; fits with the same (loss_fn, tx, ...) objects share it
+  (and its compiled executables) through a small LRU cache."""
+  try:
+    hash((kind, loss_fn, tx, mesh, *args))
+  except TypeError:
+    return _build_step(kind, loss_fn, tx, mesh, *args)
+  return _cached_build_step(kind, loss_fn, tx, mesh, *args)
+
+
+def _place_state(state: TrainState, replicated: Any) -> TrainState:
+  """A fresh, replicated copy of `state`: the step donates it, the caller's
+  arrays must survive. (`device_put(..., may_alias=False)` still aliases the
+  source's shard when replicating onto several devices, so copy in a jit.)"""
+  return _copy_tree(jax.device_put(state, replicated))
+
+
+@jax.jit
+def _copy_tree(tree: PyTree) -> PyTree:
+  return jax.tree.map(jnp.copy, tree)
+
+
+@jax.jit(static_argnums=2)
+def _epoch_permutation(data_key: jax.Array, epoch: jax.Array,
+                       n: int) -> jax.Array:
+  """The row order `[n]` (int32) of epoch `epoch`."""
+  key = jax.random.fold_in(data_key, epoch)
+  return jax.random.permutation(key, n).astype(jnp.int32)
+
+
+def _mean_metrics(pending: list[Metrics]) -> dict[str, float]:
+  values = jax.device_get(pending)
+  out = {}
+  for name in values[0]:
+    out[name] = float(np.mean([np.mean(v[name]) for v in values]))
+  return out
+
+
+def fit(
+    loss_fn: LossFn,
+    state_or_params: TrainState | PyTree,
+    data: PyTree | Callable[[Any], Batch],
+    config: Any = None,
+    *,
+    tx: optax.GradientTransformation | None = None,
+    workdir: str | os.PathLike | None = None,
+    eval_fn: Callable[[TrainState], Mapping[str, Any]] | None = None,
+    batch_size: int | None = None,
+    num_steps: int | None = None,
+    key: jax.Array | int | None = None,
+    model_state: PyTree | None = None,
+    log_every: int | None = None,
+    checkpoint_every: int | None = None,
+    eval_every: int | None = None,
+    max_to_keep: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    trace_batch_fn: bool | None = None,
+) -> tuple[TrainState, dict[str, np.ndarray]]:
+  """Trains with optax until `state.step == num_steps`; resumes from `workdir`.
+
+  Keyword arguments left as None are read from `config` (same names), then
+  from the defaults below. With a `workdir` holding a checkpoint, training
+  resumes from its newest one, so rerunning the same command continues an
+  interrupted run (and returns at once when it had finished). `num_steps` is
+  the total number of steps, counted from the start of the run.
+
+  Data:
+    * an in-memory dataset: a pytree of arrays with leading dim `n` (numpy or
+      jax). It is put on the devices once (replicated on every device of the
+      mesh); every epoch of `n // batch_size` steps (remainder dropped) uses
+      the permutation `jax.random.permutation(fold_in(data_key, epoch), n)`,
+      computed on device, with `data_key = fold_in(state.key, 0x5EEDDA7A)`;
+      each step gathers its rows inside the jitted step: no host->device copy
+      per step.
+    * a callable `batch_fn(step: int) -> batch` (pytree of `[batch_size,
+      ...]`), deterministic in `step` (for exact resume). Called on the host,
+      the batch is copied to the devices, sharded. With `trace_batch_fn=True`
+      it is instead traced inside the jitted step with `step` an int32 array
+      `[]` (for batches generated on device, e.g. synthetic data from
+      `fold_in(key, step)`): then it must be jittable.
+
+  Parallelism: a `Mesh` over `jax.devices()` with axis 'data' (or `mesh`);
+  the state is replicated and each batch's leading dim sharded, so
+  `batch_size` must be divisible by the number of devices. Multi-host works
+  after `jax.distributed.initialize()` (see the module docstring).
+
+  Compilation: the jitted step is cached (small LRU, keyed on the identity of
+  `loss_fn` and `tx`, the mesh, batch size and steps per epoch), so repeated
+  `fit` calls with the same `loss_fn` and `tx` objects compile once; the cache
+  keeps those objects alive.
+
+  Outputs in `workdir` (when given): `checkpoints/` (orbax; every
+  `checkpoint_every` steps and at the end) and `metrics.jsonl` (one line per
+  log step with the train metrics averaged over the steps since the previous
+  log, `steps_per_sec`, and `eval/<name>` lines from `eval_fn`). Progress is
+  logged through absl logging (step, loss, steps/s, ETA).
+
+  Args:
+    loss_fn: `loss_fn(params, model_state, batch, key) -> (loss [],
+      (new_model_state, metrics: dict of scalars))`; `key` is
+      `fold_in(state.key, state.step)`.
+    state_or_params: a `TrainState` (its `opt_state` must come from the same
+      optimizer) or initial parameters (then `key` is needed).
+    data: an in-memory dataset or a `batch_fn`, see above.
+    config: ConfigDict/dict with the optimizer fields of `make_optimizer` and
+      optionally `batch_size`, `num_steps`, `log_every`, `checkpoint_every`,
+      `eval_every`, `max_to_keep`, `seed`, `trace_batch_fn`.
+    tx: the optimizer; default `make_optimizer(config)` (whose schedules get
+      `num_steps` when the config has none).
+    workdir: folder for checkpoints and metrics; None: nothing is written and
+      no resume.
+    eval_fn: `eval_fn(state) -> dict of scalars`, run every `eval_every`
+      steps (if set) and at the end; logged with the prefix 'eval/'.
+    batch_size: global batch size (required), divisible by the device count.
+    num_steps: total number of training steps (required).
+    key: base PRNG key (or int seed) when `state_or_params` are params;
+      default `config.seed`.
+    model_state: initial non-trainable collections when `state_or_params` are
+      params (e.g. `{'batch_stats': ...}`).
+    log_every: log (and fetch metrics from the device) every this many steps;
+      default 100.
+    checkpoint_every: checkpoint every this many steps; default 1000.
+    eval_every: run `eval_fn` every this many steps; default only at the end.
+    max_to_keep: checkpoints kept; default 3.
+    mesh: the device mesh (axis 'data'); default `make_data_mesh()`.
+    trace_batch_fn: trace a callable `data` inside the step; default False.
+
+  Returns:
+    `(state, history)`: the final `TrainState` (replicated over the mesh) and
+    a dict of numpy arrays: 'step' `[num_logs]`, 'loss' and every train
+    metric `[num_logs]` (means over each log interval), 'steps_per_sec'
+    `[num_logs]`, and, if `eval_fn`, 'eval_step' `[num_evals]` and
+    'eval/<name>' `[num_evals]`. Logs of a previous, resumed run are in
+    `metrics.jsonl`, not in `history`.
+  """
+  # ---- arguments.
+  def opt(name, value, default):
+    return _cfg(config, name, default) if value is None else value
+
+  batch_size = opt('batch_size', batch_size, None)
+  num_steps = opt('num_steps', num_steps, None)
+  if batch_size is None:
+    raise ValueError('batch_size is required (argument or config.batch_size).')
+  if num_steps is None:
+    raise ValueError('num_steps is required (argument or config.num_steps).')
+  if (isinstance(batch_size, bool) or
+      not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
+    raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
+  batch_size = int(batch_size)
+  if isinstance(num_steps, bool) or not isinstance(num_steps,
+                                                   (int, np.integer)):
+    raise ValueError(f'num_steps must be a Python int, got {num_steps!r}.')
+  num_steps = int(num_steps)
+  if num_steps < 0:
+    raise ValueError(f'num_steps must be >= 0, got {num_steps}.')
+  log_every = int(opt('log_every', log_every, 100))
+  checkpoint_every = int(opt('checkpoint_every', checkpoint_every, 1000))
+  eval_every = opt('eval_every', eval_every, None)
+  max_to_keep = opt('max_to_keep', max_to_keep, 3)
+  trace_batch_fn = bool(opt('trace_batch_fn', trace_batch_fn, False))
+  for name, value in (('log_every', log_every),
+                      ('checkpoint_every', checkpoint_every)):
+    if value <= 0:
+      raise ValueError(f'{name} must be positive, got {value}.')
+  if eval_every is not None and int(eval_every) <= 0:
+    raise ValueError(f'eval_every must be positive, got {eval_every}.')
+
+  mesh = make_data_mesh() if mesh is None else mesh
+  if 'data' not in mesh.axis_names:
+    raise ValueError(f"mesh must have an axis 'data', got {mesh.axis_names}.")
+  num_devices = mesh.shape['data']
+  if batch_size % num_devices:
+    raise ValueError(
+        f'batch_size={batch_size} must be divisible by the number of devices '
+        f'in the data mesh ({num_devices}).')
+  replicated, batch_sharding = _shardings(mesh)
+
+  in_memory = not callable(data)
+  if in_memory:
+    n = _check_dataset(data)
+    if n < batch_size:
+      raise ValueError(
+          f'batch_size={batch_size} is larger than the dataset (n={n}).')
+    steps_per_epoch = n // batch_size
+
+  if tx is None:
+    if config is None:
+      raise ValueError('Pass tx or a config with the optimizer fields.')
+    tx = make_optimizer(config, num_steps=_cfg(config, 'num_steps', num_steps))
+
+  # ---- state: fresh copy on the mesh (the step donates it), then resume.
+  if isinstance(state_or_params, TrainState):
+    state = state_or_params
+  else:
+    key = opt('seed', key, None)
+    if key is None:
+      raise ValueError('key is required when passing params (or config.seed).')
+    state = create_train_state(state_or_params, tx, key=key,
+                               model_state=model_state)
+  state = _place_state(state, replicated)
+  restored = restore_latest(workdir, state) if workdir is not None else None
+  if restored is not None:
+    state = restored
+  start = int(state.step)
+  if restored is not None:
+    logging.info('Resumed from %s at step %d.', _checkpoint_dir(workdir), start)
+  logging.info(
+      'fit: steps %d -> %d, batch_size %d over %d device(s) (%d each), %s.',
+      start, num_steps, batch_size, num_devices, batch_size // num_devices,
+      f'in-memory dataset of {n} rows ({steps_per_epoch} steps/epoch)'
+      if in_memory else 'batch_fn data')
+
+  # ---- compiled pieces (reused by later fits with the same loss_fn and tx).
+  if in_memory:
+    data = jax.device_put(data, replicated)
+    step_fn = _step_for_fit('dataset', loss_fn, tx, mesh, batch_size,
+                            steps_per_epoch)
+    data_key = jax.random.fold_in(state.key, _DATA_SALT)
+    perm_fn = lambda k, epoch: jax.device_put(
+        _epoch_permutation(k, epoch, n), replicated)
+  elif trace_batch_fn:
+    step_fn = _step_for_fit('traced', loss_fn, tx, mesh, data)
+  else:
+    step_fn = _step_for_fit('host', loss_fn, tx, mesh)
+
+  # ---- outputs.
+  is_main = jax.process_index() == 0
+  writer = (MetricWriter(workdir, resume_step=start, enabled=is_main)
+            if workdir is not None else None)
+  history: dict[str, list] = {}
+  last_saved = latest_checkpoint_step(workdir) if workdir is not None else None
+
+  def record(prefix: str, step: int, values: Mapping[str, Any]) -> None:
+    history.setdefault(prefix + 'step', []).append(step)
+    for k, v in values.items():
+      history.setdefault(k, []).append(v)
+    if writer is not None:
+      writer.write(step, values)
+
+  def evaluate(step: int) -> None:
+    values = {f'eval/{k}': _to_jsonable(v) for k, v in eval_fn(state).items()}
+    record('eval_', step, values)
+    logging.info('step %d: %s', step, ', '.join(
+        f'{k}={v:.5g}' if isinstance(v, float) else f'{k}={v}'
+        for k, v in values.items()))
+
+  # ---- the loop: no host sync except at log / checkpoint / eval steps.
+  perm = None
+  pending: list[Metrics] = []
+  timer = _Timer(start, time.perf_counter())
+  try:
+    for step in range(start, num_steps):
+      if in_memory:
+        if perm is None or step % steps_per_epoch == 0:
+          perm = perm_fn(data_key, step // steps_per_epoch)
+        state, metrics = step_fn(state, data, perm)
+      elif trace_batch_fn:
+        state, metrics = step_fn(state)
+      else:
+        batch = data(step)
+        if step == start:
+          for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+            lead = np.shape(leaf)[0] if np.ndim(leaf) else None
+            want = batch_size // jax.process_count()
+            if lead != want:
+              raise ValueError(
+                  f'batch_fn returned batch{jax.tree_util.keystr(path)} with '
+                  f'leading dim {lead}, expected batch_size={want}.')
+        state, metrics = step_fn(state, _put_batch(batch, batch_sharding))
+      pending.append(metrics)
+      done = step + 1
+
+      if done % log_every == 0 or done == num_steps:
+        values = _mean_metrics(pending)
+        pending = []
+        now = time.perf_counter()
+        rate = (done - timer.step) / max(now - timer.time, 1e-9)
+        timer = _Timer(done, now)
+        values['steps_per_sec'] = rate
+        record('', done, values)
+        extra = ', '.join(f'{k}={v:.5g}' for k, v in values.items()
+                          if k not in ('loss', 'steps_per_sec'))
+        logging.info('step %d/%d: loss=%.5g%s, %.1f steps/s, ETA %s', done,
+                     num_steps, values['loss'], ', ' + extra if extra else '',
+                     rate, _format_eta((num_steps - done) / rate))
+      if workdir is not None and (done % checkpoint_every == 0 or
+                                  done == num_steps):
+        t0 = time.perf_counter()
+        save_checkpoint(workdir, state, done, max_to_keep=max_to_keep)
+        last_saved = done
+        timer.time += time.perf_counter() - t0  # steps/s counts training only
+      if (eval_fn is not None and eval_every is not None and
+          done % int(eval_every) == 0 and done != num_steps):
+        t0 = time.perf_counter()
+        evaluate(done)
+        timer.time += time.perf_counter() - t0
+    final = max(start, num_steps)
+    if workdir is not None and last_saved != final:
+      save_checkpoint(workdir, state, final, max_to_keep=max_to_keep)
+    if eval_fn is not None:
+      evaluate(final)
+  finally:
+    if writer is not None:
+      writer.close()
+  return state, {k: np.asarray(v) for k, v in history.items()}
