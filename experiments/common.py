@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Mapping
 
@@ -58,8 +59,23 @@ def load_data(config: ml_collections.ConfigDict):
   raise ValueError(f'Unknown data set config.data={name!r}.')
 
 
+class _DropLibraryInfo(logging.Filter):
+  """Drops INFO/DEBUG records of orbax (its checkpoint chatter) from absl logs."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or 'orbax' not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  """Keeps the binaries' progress lines readable (idempotent)."""
+  logger = logging.getLogger('absl')
+  if not any(isinstance(f, _DropLibraryInfo) for f in logger.filters):
+    logger.addFilter(_DropLibraryInfo())
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir` (and figures/) and writes `config.json`."""
+  """Creates `workdir` (and figures/), writes `config.json`, quiets orbax logs."""
+  quiet_library_logs()
   os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))

@@ -78,7 +78,9 @@ def restore_blackbox(workdir: str) -> bb.BlackBox:
   import os  # pylint: disable=g-import-not-at-top
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  module = models.make_model(config.model, **config.model_kwargs.to_dict())
+  kwargs = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in config.model_kwargs.to_dict().items()}
+  module = models.make_model(config.model, **kwargs)
   shape = _input_shape(config)
   dtype = models.input_dtype(config.model)
   dummy = np.zeros((1, *shape), np.int32 if dtype == 'int' else np.float32)

@@ -296,15 +296,15 @@ def from_linen(module: nn.Module, variables: PyTree, *,
                      f'{type(module).__name__}.')
   input_shape = _as_tuple(input_shape)
   kwargs = tuple(sorted(apply_kwargs.items()))
-  apply_fn = _linen_apply(module, method, kwargs)
+  apply_fn = _cached(_linen_apply, module, method, kwargs)
   name = name or type(module).__name__
   n = _infer_outputs(apply_fn, variables, input_shape, _dtype_of(input_dtype))
   head_fn = tail_fn = latent_shape = None
   if split_at is not None:
     path = _module_path(split_at)
-    head_fn = _linen_head(module, method, kwargs, path)
-    tail_fn = _linen_tail(module, method, kwargs, path, input_shape,
-                          _dtype_of(input_dtype))
+    head_fn = _cached(_linen_head, module, method, kwargs, path)
+    tail_fn = _cached(_linen_tail, module, method, kwargs, path, input_shape,
+                      _dtype_of(input_dtype))
     try:
       lat = jax.eval_shape(head_fn, variables,
                            jax.ShapeDtypeStruct((2, *input_shape),
@@ -319,6 +319,17 @@ def from_linen(module: nn.Module, variables: PyTree, *,
                   output=output, num_outputs=n, input_dtype=input_dtype,
                   head_fn=head_fn, tail_fn=tail_fn, latent_shape=latent_shape,
                   name=name)
+
+
+def _cached(factory: Callable, *args: Any) -> Callable:
+  """`factory(*args)` memoised, so equal modules give the same (static)
+  apply function and jitted explainers are not recompiled; modules with
+  unhashable fields (e.g. lists) still work, uncached."""
+  try:
+    hash(args)
+  except TypeError:
+    return factory.__wrapped__(*args)
+  return factory(*args)
 
 
 @functools.lru_cache(maxsize=None)
