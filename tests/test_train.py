@@ -182,8 +182,8 @@ def _run_mode(mode: str, *args: str, devices: int = 1, wait: bool = True):
   cmd = [sys.executable, os.path.abspath(__file__), mode, *args]
   if not wait:
     # Output to a file: a full pipe would block the child.
-    log = open(os.path.join(args[0], 'child.log'), 'w')
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    with open(os.path.join(args[0], 'child.log'), 'w') as log:
+      return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-5000:]

@@ -428,6 +428,10 @@ def make_train_step(loss_fn: LossFn,
     donate: donate the input state's buffers (the caller must not reuse the
       `state` it passed in).
 
+  Caveat: on a multi-device *CPU* mesh, block on each step's output before
+  calling the next (as `fit` does); XLA:CPU can deadlock in the gradient
+  all-reduce when multi-device steps overlap.
+
   Returns:
     `step_fn(state: TrainState, batch: pytree of [batch, ...]) ->
     (new_state, metrics)` where `metrics` holds `'loss'` and `loss_fn`'s
@@ -838,7 +842,11 @@ def fit(
 
   Parallelism: a `Mesh` over `jax.devices()` with axis 'data' (or `mesh`);
   the state is replicated and each batch's leading dim sharded, so
-  `batch_size` must be divisible by the number of devices. Multi-host works
+  `batch_size` must be divisible by the number of devices. On a multi-device
+  CPU mesh (e.g. `--xla_force_host_platform_device_count`) each step is
+  finished before the next is dispatched, because XLA:CPU can deadlock in a
+  collective when multi-device steps overlap; GPUs/TPUs keep full async
+  dispatch. Multi-host works
   after `jax.distributed.initialize()` (see the module docstring).
 
   Compilation: the jitted step is cached (small LRU, keyed on the identity of
@@ -931,6 +939,11 @@ def fit(
         f'batch_size={batch_size} must be divisible by the number of devices '
         f'in the data mesh ({num_devices}).')
   replicated, batch_sharding = _shardings(mesh)
+  # XLA:CPU can deadlock in the gradient all-reduce when consecutive steps of
+  # a multi-device program overlap (seen with jax 0.10.2 and 4 forced host
+  # devices on 2 cores): there, finish each step before dispatching the next.
+  sync_each_step = num_devices > 1 and all(
+      d.platform == 'cpu' for d in mesh.devices.flat)
 
   in_memory = not callable(data)
   if in_memory:
@@ -1026,6 +1039,8 @@ def fit(
         state, metrics = step_fn(state, _put_batch(batch, batch_sharding))
       pending.append(metrics)
       done = step + 1
+      if sync_each_step:
+        jax.block_until_ready((state, metrics))
 
       if done % log_every == 0 or done == num_steps:
         values = _mean_metrics(pending)
