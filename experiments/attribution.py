@@ -47,11 +47,6 @@ from xai_jax import train
 from xai_jax import attribution as xa
 from xai_jax.data import synthetic
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/attribution.py:tabular',
-    'Experiment config (file:variant).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.',
-                               required=True)
 
 # Every method, in table order. The index fixes each method's PRNG stream, so
 # a method's explanation does not depend on which other methods run.
@@ -602,5 +597,16 @@ def main(argv: list[str]) -> None:
             f'{results["blackbox/test_accuracy"]:.3f})'))
 
 
+def _define_flags() -> None:
+  """Defines the binary's flags (only when run as a program)."""
+  global _CONFIG, _WORKDIR
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', 'experiments/configs/attribution.py:tabular',
+      'Experiment config (file:variant).', lock_config=True)
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.',
+                                 required=True)
+
+
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -28,11 +28,6 @@ from xai_jax import blackbox as bb
 from xai_jax import models
 from xai_jax import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/train_blackbox.py:switch',
-    'Experiment config (file:variant).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.',
-                               required=True)
 
 
 def targets(ds: Any) -> np.ndarray:
@@ -136,5 +131,16 @@ def main(argv: list[str]) -> None:
                             f'{config.variant}: final metrics'))
 
 
+def _define_flags() -> None:
+  """Defines the binary's flags (only when run as a program)."""
+  global _CONFIG, _WORKDIR
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', 'experiments/configs/train_blackbox.py:switch',
+      'Experiment config (file:variant).', lock_config=True)
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.',
+                                 required=True)
+
+
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
