@@ -120,14 +120,16 @@ def test_kernel_full_enumeration_is_exact():
   np.testing.assert_allclose(more, ks, atol=1e-6)
 
 
-@pytest.mark.parametrize('enumerate_sizes', [True, False])
-def test_kernel_converges_to_exact(enumerate_sizes):
+@pytest.mark.parametrize('enumerate_sizes,stratify', [(True, False),
+                                                       (False, True)])
+def test_kernel_converges_to_exact(enumerate_sizes, stratify):
   exact = np.asarray(shap.exact_shapley(BOX, X, target=0))
   errs = []
   for n in (16, 160):
     e = [np.abs(np.asarray(shap.kernel_shap(
         BOX, X, target=0, num_samples=n, key=jax.random.key(s),
-        enumerate_sizes=enumerate_sizes)) - exact).mean() for s in range(4)]
+        enumerate_sizes=enumerate_sizes, stratify=stratify)) - exact).mean()
+         for s in range(4)]
     errs.append(np.mean(e))
   assert errs[1] < 0.5 * errs[0], errs
   assert errs[1] < 0.1 * np.abs(exact).mean(), errs
@@ -171,6 +173,20 @@ def test_kernel_bad_inputs():
     shap.kernel_shap(BOX, X, key=key, target=5)
   with pytest.raises(ValueError, match='num_permutations'):
     shap.permutation_shap(BOX, X, key=key, num_permutations=0)
+
+
+@pytest.mark.parametrize('d,n', [(10, 100), (100, 2248), (9, 57)])
+def test_kernel_plan_weights_cover_the_kernel_mass(d, n):
+  for es, st, paired in [(True, False, True), (True, True, True),
+                         (False, True, False), (False, False, True)]:
+    plan = shap._kernel_plan(d, n, es, paired, st)  # pylint: disable=protected-access
+    m = len(plan.w_fixed) + plan.num_sampled
+    assert n - 1 <= m <= n
+    total = plan.w_fixed.sum() + plan.w_sampled.sum()
+    np.testing.assert_allclose(total, 1.0, rtol=1e-5)
+    if st and plan.base_sizes.size:   # strata weights = their kernel mass
+      sizes = np.asarray(plan.base_sizes)
+      assert sizes.min() >= 1 and sizes.max() <= d - 1
 
 
 def test_sample_shapley_coalitions_distribution():

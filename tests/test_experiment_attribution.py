@@ -122,19 +122,23 @@ def test_tabular_end_to_end(tmp_path):
   assert os.path.isdir(os.path.join(workdir, 'blackbox', 'checkpoints'))
 
 
-IMAGE_METHODS = ('saliency', 'gradcam', 'occlusion', 'rise', 'lime',
-                 'kernel_shap', 'permutation_shap', 'random')
+# Saliency, integrated gradients and KernelSHAP run in the tabular test; the
+# image test covers the image-only paths (Grad-CAM on the split CNN, RISE in
+# probability space, patch players for occlusion / LIME / permutation SHAP
+# and the permutation-sampling Shapley reference).
+IMAGE_METHODS = ('gradcam', 'occlusion', 'rise', 'lime', 'permutation_shap',
+                 'random')
 
 
 @pytest.mark.slow
 def test_images_end_to_end(tmp_path):
   workdir = str(tmp_path)
-  c = _config('images', num_train=2_000, num_test=100, num_steps=60,
-              log_every=30, checkpoint_every=60, num_explain=12,
+  c = _config('images', num_train=1_000, num_test=100, num_steps=40,
+              log_every=20, checkpoint_every=40, num_explain=12,
               methods=IMAGE_METHODS, num_figure_examples=2,
-              **{'method_kwargs.rise.num_masks': 100,
+              **{'model_kwargs.features': (8, 16), 'model_kwargs.dense': 32,
+                 'method_kwargs.rise.num_masks': 100,
                  'method_kwargs.lime.num_samples': 100,
-                 'method_kwargs.kernel_shap.num_samples': 100,
                  'method_kwargs.permutation_shap.num_permutations': 4,
                  'shapley_reference.num_permutations': 40,
                  'metrics.num_subsets': 20, 'metrics.infidelity_samples': 20})
@@ -148,17 +152,18 @@ def test_images_end_to_end(tmp_path):
     assert 0.0 <= m[f'{name}/pointing_game'] <= 1.0
     assert 0.0 <= m[f'{name}/deletion_auc'] <= 1.0
     assert 0.0 <= m[f'{name}/insertion_auc'] <= 1.0
-    assert 'median_rank' not in {k.split('/')[1] for k in m if '/' in k}
-  # Non-negative maps have positive heat somewhere: a finite heat ratio.
-  for name in ('saliency', 'rise'):
+  assert not any(k.endswith('/median_rank') for k in m)  # tabular only
+  # Non-negative maps (Grad-CAM; RISE explains probabilities) have positive
+  # heat: a finite heat ratio.
+  for name in ('gradcam', 'rise'):
     assert 0.0 <= m[f'{name}/ehr'] <= 1.0
-  # Occlusion and the Shapley estimators are additive over patches: their
-  # scores sum to the output drop, so removing random patches correlates
-  # with the summed attributions (sensitivity-n), unlike random scores.
-  for name in ('occlusion', 'kernel_shap', 'permutation_shap'):
-    assert m[f'{name}/sensitivity_n'] > m['random/sensitivity_n'] + 0.2, name
-  # Both estimators agree with the 40-permutation reference in ranking.
-  assert m['permutation_shap/shapley_spearman'] > 0.3
-  assert m['kernel_shap/shapley_spearman'] > 0.3
+  # Occlusion and permutation SHAP scores are output drops of patches, so the
+  # summed scores of random patch subsets track the drop when those patches
+  # are removed (sensitivity-n), unlike random scores.
+  for name in ('occlusion', 'permutation_shap'):
+    assert m[f'{name}/sensitivity_n'] > m['random/sensitivity_n'] + 0.3, name
+  # 4 permutations agree with the 40-permutation reference in ranking.
+  assert m['permutation_shap/shapley_spearman'] > 0.5
+  assert 'occlusion/shapley_mae' not in m
   for f in ('heatmaps.png', 'deletion_insertion.png'):
     assert os.path.getsize(os.path.join(workdir, 'figures', f)) > 0

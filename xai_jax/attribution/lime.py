@@ -196,6 +196,8 @@ def _shared_ridge_operator(data: Array, w: Array, alpha: float
 
 
 # ------------------------------------------------------------ sampling
+@functools.partial(jax.jit, static_argnames=('num_samples', 'num_groups',
+                                             'sampling'))
 def lime_group_samples(key: Array, num_samples: int, num_groups: int, *,
                        sampling: str = 'bernoulli') -> Array:
   """Binary on/off samples of feature groups, `bool[num_samples, G]`.
@@ -253,6 +255,8 @@ def _tabular_rows(noise: Array, x_flat: Array, mu: Array, sd: Array,
   return scaled, inputs
 
 
+@functools.partial(jax.jit, static_argnames=('num_samples',
+                                             'sample_around_instance'))
 def lime_tabular_samples(key: Array, x: Array, num_samples: int, *,
                          feature_mean: Array | None = None,
                          feature_std: Array | None = None,
@@ -304,7 +308,8 @@ def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
                   num_features: int | None, be: int, chunk: int
                   ) -> tuple[RidgeFit, Array, Array]:
   batch = x.shape[0]
-  t, _, _ = _shap._endpoints(box, x, x, target, space, chunk)  # pylint: disable=protected-access
+  t = (jnp.argmax(_shap._outputs(box, x, chunk), -1).astype(jnp.int32)  # pylint: disable=protected-access
+       if target is None else target)
   x_flat = x.reshape(batch, -1)
   noise = jax.random.normal(key, (num_samples, x_flat.shape[1]), x.dtype)
   score = _common.score_fn(box, space)

@@ -211,9 +211,8 @@ def _endpoints(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
   return t, v1, v0
 
 
-def _flatten_players(box: bb.BlackBox, x: Array, base: Array,
-                     groups: masking.FeatureGroups | None) -> int:
-  del x, base
+def _num_players(box: bb.BlackBox,
+                 groups: masking.FeatureGroups | None) -> int:
   return groups.num_groups if groups is not None else int(
       np.prod(box.input_shape))
 
@@ -226,19 +225,18 @@ def _finish(phi: Array, box: bb.BlackBox,
 
 
 def _prepare(model: Any, x: Any, target: Any, baseline: Any, space: str,
-             groups: Any, chunk_size: int | None, method: str
+             groups: Any, chunk_size: int | None
              ) -> tuple[bb.BlackBox, Array, Array | None, Array,
                         masking.FeatureGroups | None, int, int]:
   """The shared argument checks (before tracing): returns
   `(box, x, target, baseline[batch, *input_shape], groups, d, chunk)`."""
-  del method
   box, x = _common.prepare(model, x)
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
   base = _common.resolve_baseline(baseline, x)
   if groups is not None:
     groups = _common.check_groups(groups, box)
-  d = _flatten_players(box, x, base, groups)
+  d = _num_players(box, groups)
   return box, x, t, base, groups, d, _chunk_size(chunk_size, box)
 
 
@@ -396,8 +394,7 @@ def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
       `permutation_shap`), bad shapes, NaN inputs, bad targets.
   """
   box, x, t, base, groups, d, chunk = _prepare(model, x, target, baseline,
-                                               space, groups, chunk_size,
-                                               'exact_shapley')
+                                               space, groups, chunk_size)
   max_players = _common.check_int('max_players', max_players, 1)
   if d > max_players:
     raise ValueError(
@@ -446,7 +443,7 @@ def _allocate(total: int, mass: np.ndarray) -> np.ndarray | None:
 
 @functools.lru_cache(maxsize=64)
 def _kernel_plan(d: int, n: int, enumerate_sizes: bool, paired: bool = True,
-                 stratify: bool = True) -> _KernelPlan:
+                 stratify: bool = False) -> _KernelPlan:
   """Which coalitions to enumerate and which to sample.
 
   With `n >= 2^d - 2` every proper coalition is enumerated with its exact
@@ -524,7 +521,7 @@ def _kernel_plan(d: int, n: int, enumerate_sizes: bool, paired: bool = True,
 def kernel_shap_coalitions(key: Array | None, num_players: int,
                            num_samples: int, *, paired: bool = True,
                            enumerate_sizes: bool = True,
-                           stratify: bool = True) -> tuple[Array, Array]:
+                           stratify: bool = False) -> tuple[Array, Array]:
   """The coalitions and regression weights `kernel_shap` uses.
 
   Args:
@@ -644,7 +641,7 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
                 target: Array | int | None = None,
                 baseline: Array | float | str = 'zero',
                 num_samples: int | None = None, paired: bool = True,
-                enumerate_sizes: bool = True, stratify: bool = True,
+                enumerate_sizes: bool = True, stratify: bool = False,
                 groups: masking.FeatureGroups | None = None,
                 space: str = 'raw', chunk_size: int | None = None) -> Array:
   """KernelSHAP (Lundberg & Lee 2017) with the constrained closed form of
@@ -668,7 +665,10 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
     (`sample_shapley_coalitions`; paired = antithetic `(z, 1 - z)`), each
     with an equal share of the remaining kernel mass (the consistent
     estimator of Covert & Lee with `A` and `b` both estimated). With
-    `enumerate_sizes=False` all coalitions are sampled.
+    `enumerate_sizes=False` all coalitions are sampled. `stratify=True`
+    replaces the random sizes by fixed counts per size class proportional
+    to its kernel mass (weights mass / count; same estimator, stratified;
+    at d = 100 with 2,248 samples its error was the same as random sizes).
 
   The coalitions are drawn once per call and SHARED by all examples of the
   batch (each example's estimate is the paper's estimator; `A` is solved once).
@@ -683,6 +683,7 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
       'auto', `2 d + 2048`. Capped at `2^d - 2`.
     paired: antithetic sampling.
     enumerate_sizes: see above.
+    stratify: see above.
     groups: players = feature groups; else every input element.
     space: 'raw', 'probs' or 'log_probs'.
     chunk_size: model rows per call (memory bound); None = automatic.
@@ -692,8 +693,7 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
     ValueError: `num_samples < d + 1`, missing key, bad shapes/values.
   """
   box, x, t, base, groups, d, chunk = _prepare(model, x, target, baseline,
-                                               space, groups, chunk_size,
-                                               'kernel_shap')
+                                               space, groups, chunk_size)
   if num_samples is None:
     num_samples = 2 * d + 2048
   num_samples = _common.check_int('num_samples', num_samples, 1)
@@ -810,8 +810,7 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
     `[batch, num_groups]` with groups, else `[batch, *input_shape]`.
   """
   box, x, t, base, groups, d, chunk = _prepare(model, x, target, baseline,
-                                               space, groups, chunk_size,
-                                               'permutation_shap')
+                                               space, groups, chunk_size)
   num_permutations = _common.check_int('num_permutations', num_permutations, 1)
   key = _common.check_key(key, 'permutation_shap')
   plan = _plan(x.shape[0], num_permutations, max(d - 1, 1), chunk)
