@@ -215,17 +215,19 @@ def _fast_keys(key: Array, num: int, impl: str = 'rbg') -> list[Array]:
   return [jax.random.wrap_key_data(words[i], impl=impl) for i in range(num)]
 
 
-@functools.partial(jax.jit, static_argnames=('selector', 'approximator'))
+@functools.partial(jax.jit, static_argnames=('selector', 'approximator'),
+                   compiler_options=nets._INIT_COMPILER_OPTIONS)  # pylint: disable=protected-access
 def _init_params(selector: nn.Module, approximator: nn.Module, key: Array,
                  x0: Array) -> tuple[PyTree, PyTree, PyTree, Array, Array]:
   """Initial selector params, approximator params and state, in one jit.
 
   Returns `(selector_params, approximator_params, model_state, logits of
-  x0, train_key)`. Initial weights are drawn from 'rbg' keys: threefry's
-  codegen for every kernel shape would cost seconds of XLA compile on CPU.
+  x0, train_key)`. Initial weights are drawn from 'unsafe_rbg' keys
+  (`nets.init_selector`): threefry's codegen for every kernel shape would
+  cost seconds of XLA compile on CPU.
   """
   init_key, train_key = jax.random.split(key)
-  sel_key, app_key = _fast_keys(init_key, 2, 'unsafe_rbg')
+  sel_key, app_key = jax.random.split(init_key)
   sel_params = nets.init_selector(selector, sel_key, x0)
   logits = selector.apply({'params': sel_params}, x0)
   mask0 = jnp.ones(x0.shape, jnp.float32)
@@ -320,17 +322,22 @@ def _check_groups(groups: Any, input_shape: tuple[int, ...]) -> None:
 
 
 def _chunked(fn: Callable[[Array], Any], x: Array, chunk_size: int) -> Any:
-  """`fn` over `x[n, ...]` in chunks of `chunk_size` rows (inside jit)."""
+  """`fn` over `x[n, ...]` in equal chunks of <= `chunk_size` rows (in jit).
+
+  One `lax.map` over `ceil(n / chunk_size)` chunks of `ceil(n / num)` rows
+  (so at most num - 1 rows of padding).
+  """
   n = x.shape[0]
   if n <= chunk_size:
     return fn(x)
   num = -(-n // chunk_size)
-  pad = num * chunk_size - n
+  size = -(-n // num)
+  pad = num * size - n
   xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad \
       else x
-  out = lax.map(fn, xp.reshape((num, chunk_size, *x.shape[1:])))
-  return jax.tree.map(
-      lambda a: a.reshape((num * chunk_size, *a.shape[2:]))[:n], out)
+  out = lax.map(fn, xp.reshape((num, size, *x.shape[1:])))
+  return jax.tree.map(lambda a: a.reshape((num * size, *a.shape[2:]))[:n],
+                      out)
 
 
 def _targets_from_box(box: bb.BlackBox, x: Any, chunk_size: int) -> np.ndarray:
@@ -817,26 +824,44 @@ def explain(model: L2XModel, x: Any, *, k: int | None = None,
                       chunk_size=_chunk_for(model, chunk_size))
 
 
+@functools.partial(
+    jax.jit, static_argnames=('selector', 'k', 'chunk_size', 'identity',
+                              'tokens'))
+def _select_jit(selector: nn.Module, params: PyTree,
+                groups: masking.FeatureGroups, x: Array, *, k: int,
+                chunk_size: int, identity: bool, tokens: bool) -> Array:
+  expand = _expander(groups, identity)
+
+  def one(xc):
+    logits = selector.apply({'params': params}, xc, train=False)
+    mask = expand(relax.hard_topk(None, logits, k))
+    if tokens:
+      return masking.mask_tokens(xc, mask, 0)
+    return masking.apply_mask(xc, mask, 0.0)
+  return _chunked(one, x, chunk_size)
+
+
 def select_inputs(model: L2XModel, x: Any, *, k: int | None = None,
                   chunk_size: int | None = None) -> Array:
   """The inputs with only the selected groups kept (L2X's x_S, zeros elsewhere).
+
+  One jitted call (chunked like `explain`).
 
   Args:
     model: a fitted `L2XModel`.
     x: `[n, *input_shape]`.
     k: groups to keep (default `model.k`).
-    chunk_size: rows per chunk of `explain`.
+    chunk_size: rows per chunk (default as `explain`).
 
   Returns:
     `[n, *input_shape]`: `apply_mask(x, groups.expand(mask), 0)` for float
     inputs (Eq. 6); for tokens, unselected ids replaced by PAD (0).
   """
   x, k = _check_model_input(model, x, k)
-  mask, _ = explain(model, x, k=k, chunk_size=chunk_size)
-  full = model.groups.expand(mask)
-  if model.modality == 'text':
-    return masking.mask_tokens(jnp.asarray(x), full, 0)
-  return masking.apply_mask(jnp.asarray(x), full, 0.0)
+  return _select_jit(model.selector, model.params['selector'], model.groups,
+                     x, k=k, chunk_size=_chunk_for(model, chunk_size),
+                     identity=_is_identity(model.groups),
+                     tokens=model.modality == 'text')
 
 
 @functools.partial(
