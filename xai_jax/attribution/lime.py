@@ -315,23 +315,39 @@ def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
   score = _common.score_fn(box, space)
   n = num_samples
 
+  if not around:
+    # Sampling from the data distribution (lime's default): rows 1..n-1 do
+    # not depend on the instance, so the model sees them once for the whole
+    # batch (every class), and each example adds only its own row 0. Exact:
+    # the same values as evaluating every example's n rows.
+    shared = (noise * sd + mu).reshape((n, *x.shape[1:]))
+    out_shared = _shap._convert(_shap._outputs(box, shared, chunk), box,  # pylint: disable=protected-access
+                                space)                           # [n, C]
+    own = _rows_scores(score, x, t, chunk)                       # [batch]
+
   def one_chunk(args):
-    xe, te = args
+    xe, te, own_e = args
     scaled, inputs = _tabular_rows(noise, xe, mu, sd, around)
-    y = _rows_scores(score, inputs.reshape((-1, *x.shape[1:])),
-                     jnp.repeat(te, n), chunk).reshape(xe.shape[0], n)
+    if around:
+      y = _rows_scores(score, inputs.reshape((-1, *x.shape[1:])),
+                       jnp.repeat(te, n), chunk).reshape(xe.shape[0], n)
+    else:
+      y = jnp.take(out_shared, te, axis=1).T.at[:, 0].set(own_e)
     dist = jnp.sqrt(jnp.sum((scaled - scaled[:, :1]) ** 2, -1))
     w = lime_kernel(dist, width)
     fit = fit_weighted_ridge(scaled, y, w, alpha=alpha,
                              num_features=num_features)
     return fit, y[:, 0]
 
+  if around:
+    own = jnp.zeros((batch,), jnp.float32)
   num_e = -(-batch // be)
   if num_e == 1:
-    return (*one_chunk((x_flat, t)), t)
+    return (*one_chunk((x_flat, t, own)), t)
   total = num_e * be
   xs = (_shap._pad_to(x_flat, total).reshape(num_e, be, -1),  # pylint: disable=protected-access
-        _shap._pad_to(t, total).reshape(num_e, be))  # pylint: disable=protected-access
+        _shap._pad_to(t, total).reshape(num_e, be),  # pylint: disable=protected-access
+        _shap._pad_to(own, total).reshape(num_e, be))  # pylint: disable=protected-access
   fit, pred = jax.lax.map(one_chunk, xs)
   flat = lambda a: a.reshape((total, *a.shape[2:]))[:batch]
   return RidgeFit(*(flat(f) for f in fit)), flat(pred), t
