@@ -210,3 +210,20 @@ def test_lime_bad_inputs():
     xlime.lime(box, x, key=key, mode='image')
   with pytest.raises(ValueError, match='num_samples'):
     xlime.lime(box, x, key=key, num_samples=1)
+
+
+def test_shared_rows_ridge_equals_the_per_example_fit():
+  # Tabular LIME's default neighbourhood shares rows 1..n-1 between examples;
+  # the one-matmul Gram path must give the per-example weighted ridge.
+  kz, ko, ky, kw = jax.random.split(jax.random.key(3), 4)
+  n, d, b = 1030, 7, 5            # n - 1 not a multiple of the row chunk
+  shared = jax.random.normal(kz, (n, d))
+  own = jax.random.normal(ko, (b, d))
+  data = jnp.broadcast_to(shared, (b, n, d)).at[:, 0].set(own)
+  y = jax.random.normal(ky, (b, n))
+  w = jax.random.uniform(kw, (b, n), minval=0.1)
+  ref = xlime.fit_weighted_ridge(data, y, w, alpha=1.0)
+  got = xlime._fit_ridge_shared_rows(shared, own, y, w, 1.0, chunk=256)  # pylint: disable=protected-access
+  for a, r in zip(got, ref):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=2e-4,
+                               atol=2e-5)

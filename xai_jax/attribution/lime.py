@@ -179,6 +179,52 @@ def fit_weighted_ridge(data: Array, labels: Array, weights: Array, *,
   return fit
 
 
+def _fit_ridge_shared_rows(shared: Array, own: Array, y: Array, w: Array,
+                           alpha: float, chunk: int = 1024) -> RidgeFit:
+  """`fit_weighted_ridge` when all examples share the sample rows 1..n-1.
+
+  `shared[n, d]` (row 0 unused), `own[b, d]` each example's row 0, labels
+  and weights `[b, n]`. The same estimator (sklearn's centred weighted
+  ridge), computed from uncentred moments: the weighted Gram matrices of all
+  examples are ONE matrix product `w[:, 1:] @ (z z^T)_upper` over chunks of
+  rows (the upper triangle only), about 2x faster on CPU than b separate
+  `[d, n] @ [n, d]` products.
+  """
+  n, d = shared.shape
+  b = own.shape[0]
+  rows, cols = np.triu_indices(d)
+  z1, w1 = shared[1:], w[:, 1:]
+  m = n - 1
+  size = max(1, min(chunk, m))
+  num = -(-m // size)
+  pad = num * size - m
+  zp = jnp.concatenate([z1, jnp.zeros((pad, d), z1.dtype)]) if pad else z1
+  wp = jnp.concatenate([w1, jnp.zeros((b, pad), w1.dtype)], 1) if pad else w1
+
+  def part(c):
+    zc = jax.lax.dynamic_slice_in_dim(zp, c * size, size)
+    wc = jax.lax.dynamic_slice_in_dim(wp, c * size, size, axis=1)
+    return wc @ (zc[:, rows] * zc[:, cols])
+  upper = jax.lax.map(part, jnp.arange(num)).sum(0)           # [b, d(d+1)/2]
+  g = jnp.zeros((b, d, d), shared.dtype).at[:, rows, cols].set(upper)
+  g = g + jnp.swapaxes(g, 1, 2) - g * jnp.eye(d, dtype=g.dtype)
+  w0 = w[:, 0]
+  g = g + w0[:, None, None] * own[:, :, None] * own[:, None, :]
+  sw = jnp.sum(w, -1)                                          # [b]
+  x_off = (w1 @ z1 + w0[:, None] * own) / sw[:, None]          # [b, d]
+  y_off = jnp.sum(w * y, -1) / sw
+  gram = (g - sw[:, None, None] * x_off[:, :, None] * x_off[:, None, :]
+          + alpha * jnp.eye(d, dtype=g.dtype))
+  r = w * (y - y_off[:, None])                                 # [b, n]
+  rhs = r[:, 1:] @ z1 + r[:, :1] * own                         # sum r = 0
+  coef = jax.vmap(lambda a, v: jax.scipy.linalg.solve(a, v, assume_a='pos'))(
+      gram, rhs)
+  icpt = y_off - jnp.sum(x_off * coef, -1)
+  pred = (coef @ shared.T).at[:, 0].set(jnp.sum(coef * own, -1)) \
+      + icpt[:, None]
+  return RidgeFit(coef, icpt, _r2(y, pred, w), pred[:, 0])
+
+
 def _shared_ridge_operator(data: Array, w: Array, alpha: float
                            ) -> tuple[Array, Array]:
   """For shared data `[n, d]` and weights `[n]`, the linear maps with
@@ -327,6 +373,17 @@ def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
 
   def one_chunk(args):
     xe, te, own_e = args
+    if not around and num_features is None:
+      # Nothing of size [examples, n, d] is built: distances from the norms,
+      # the fit from the shared rows' moments.
+      xs = (xe - mu) / sd
+      d2 = (jnp.sum(noise ** 2, -1)[None] + jnp.sum(xs ** 2, -1)[:, None]
+            - 2.0 * xs @ noise.T)
+      dist = jnp.sqrt(jnp.maximum(d2, 0.0)).at[:, 0].set(0.0)
+      y = jnp.take(out_shared, te, axis=1).T.at[:, 0].set(own_e)
+      fit = _fit_ridge_shared_rows(noise, xs, y, lime_kernel(dist, width),
+                                   alpha)
+      return fit, y[:, 0]
     scaled, inputs = _tabular_rows(noise, xe, mu, sd, around)
     if around:
       y = _rows_scores(score, inputs.reshape((-1, *x.shape[1:])),
@@ -341,6 +398,10 @@ def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
 
   if around:
     own = jnp.zeros((batch,), jnp.float32)
+  elif num_features is None:
+    # The shared-rows fit costs [examples, n] memory per chunk, not
+    # [examples, n, d]: up to 512 examples per chunk amortise its matmuls.
+    be = max(be, min(batch, 512))
   num_e = -(-batch // be)
   if num_e == 1:
     return (*one_chunk((x_flat, t, own)), t)
