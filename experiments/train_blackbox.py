@@ -49,7 +49,10 @@ def run(config: ml_collections.ConfigDict, workdir: str
       targets(train_ds), key=config.seed, num_steps=config.num_steps,
       batch_size=config.batch_size,
       optimizer={'optimizer': config.optimizer,
-                 'learning_rate': config.learning_rate},
+                 'learning_rate': config.learning_rate,
+                 'schedule': config.get('schedule', 'constant'),
+                 'warmup_steps': config.get('warmup_steps', 0),
+                 'num_steps': config.num_steps},
       workdir=workdir, log_every=config.log_every,
       checkpoint_every=config.checkpoint_every)
   seconds = time.time() - t0

@@ -47,11 +47,11 @@ Variants:
       words, L = 400, text CNN black box, k = 10, tau 0.5, RMSprop, batch 40.
 
 Expected results (measured on the shared 2-core CPU, load average ~8; see
-docs/l2x_results.md for every table with its command):
+the README, section L2X, for every table with its command):
   median rank, oracle black box, mean +- sd over seeds 0, 1, 2
   (optimum 1.5 / 2.5 / 2.5 / 3.0):
       xor 1.50, orange_skin 2.50, nonlinear_additive ~2.9 (concrete),
-      switch ~3.5 (concrete); see the results file for every sampler and the
+      switch ~3.5 (concrete); see the README for every sampler and the
       recommended settings.
   fashion_mnist_pair: post-hoc accuracy >= 0.90 with k = 4 patches.
   synthetic_text: TPR of the planted tokens >= 0.9.
@@ -61,6 +61,8 @@ metrics.json keys (flat; L2X's own without prefix, each baseline
   median_rank, median_rank_std   (ground truth, tabular: L2X's metric on
       the hard k-hot selection with random tie-breaking; baselines: on
       |attribution|, the full ranking)
+  median_rank_scores              (L2X, tabular: the same on the full
+      ranking by the selector's logits, as the baselines are scored)
   tpr, fdr                        (ground truth exists: tabular, synthetic
       images (patches), synthetic text (tokens); top-k selection)
   posthoc_accuracy                (black box on x_S, zeros / PAD elsewhere,
@@ -151,6 +153,10 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   c.realx = False           # REAL-X: frozen predictor trained on random masks
   c.realx_num_steps = _none_int()  # phase-1 steps (default num_steps)
   c.realx_keep_prob = 0.5   # p of the phase-1 masks s_i ~ Bernoulli(p)
+  # How the approximator g_alpha sees unselected features: 'zero' (L2X
+  # Eq. 6) or 'impute' (tabular: the same features of another row of the
+  # batch, so the selection pattern cannot encode the label; ours).
+  c.approximator_masking = 'zero'
   c.selector_kwargs = ml_collections.ConfigDict()      # nets.make_selector
   c.approximator_kwargs = ml_collections.ConfigDict()  # nets.make_approximator
   c.checkpoint = False      # L2X checkpoints in workdir/l2x (resumable)

@@ -43,6 +43,8 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
                                               'activation': 'relu'})
   c.optimizer = 'adam'
   c.learning_rate = 1e-3  # Adam step size
+  c.schedule = 'constant'  # xai_jax.train.SCHEDULES: constant, cosine, ...
+  c.warmup_steps = 0
   c.batch_size = 256
   c.num_steps = 3000
   c.log_every = 200
@@ -59,7 +61,10 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
     c.model = 'cnn'
     c.model_kwargs = ml_collections.ConfigDict({'num_classes': 10})
     c.num_train, c.num_test = 60_000, 10_000
-    c.batch_size, c.num_steps = 128, 1400  # 3 epochs
+    # 6 epochs, cosine decay from 2e-3 (a constant 1e-3 for 3 epochs
+    # reaches 0.880).
+    c.batch_size, c.num_steps = 128, 2800
+    c.learning_rate, c.schedule, c.warmup_steps = 2e-3, 'cosine', 100
   if arg == 'fashion_mnist_vit':
     c.model = 'vit'
     c.model_kwargs = ml_collections.ConfigDict(
