@@ -214,10 +214,10 @@ def test_run_switch_with_an_mlp_blackbox(tmp_path):
                     reason='Fashion-MNIST IDX files not installed')
 def test_run_fashion_mnist_pair(tmp_path):
   c = l2x_configs.get_config('fashion_mnist_pair')
-  c.num_train, c.num_test = 6000, 1000       # ~1200 / ~200 of the pair
-  c.blackbox_train.num_steps = 150
-  c.num_steps = 150
-  c.evalx.num_steps = 100
+  c.num_train, c.num_test = 3000, 500        # ~600 / ~100 of the pair
+  c.blackbox_train.num_steps = 80
+  c.num_steps = 60
+  c.evalx.num_steps = 40
   c.baselines = ('random', 'saliency')
   c.checkpoint = False
   m = l2x_exp.run(c, str(tmp_path))
@@ -231,10 +231,10 @@ def test_run_fashion_mnist_pair(tmp_path):
 @pytest.mark.slow
 def test_run_synthetic_images_has_patch_ground_truth(tmp_path):
   c = l2x_configs.get_config('synthetic_images')
-  c.num_train, c.num_test = 1000, 200
-  c.blackbox_train.num_steps = 60
-  c.num_steps = 60
-  c.evalx.num_steps = 30
+  c.num_train, c.num_test = 600, 200
+  c.blackbox_train.num_steps = 40
+  c.num_steps = 40
+  c.evalx.num_steps = 20
   c.baselines = ('random', 'integrated_gradients')
   c.baseline_kwargs.integrated_gradients = {'steps': 8, 'baseline': 'zero'}
   m = l2x_exp.run(c, str(tmp_path))
