@@ -30,12 +30,10 @@ import time
 from typing import Any, Callable
 
 from absl import app
-from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import common
@@ -600,11 +598,8 @@ def main(argv: list[str]) -> None:
 def _define_flags() -> None:
   """Defines the binary's flags (only when run as a program)."""
   global _CONFIG, _WORKDIR
-  _CONFIG = config_flags.DEFINE_config_file(
-      'config', 'experiments/configs/attribution.py:tabular',
-      'Experiment config (file:variant).', lock_config=True)
-  _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.',
-                                 required=True)
+  _CONFIG, _WORKDIR = common.define_config_flags(
+      'experiments/configs/attribution.py:tabular')
 
 
 if __name__ == '__main__':

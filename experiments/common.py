@@ -7,7 +7,9 @@ import logging
 import os
 from typing import Any, Mapping
 
+from absl import flags
 import ml_collections
+from ml_collections import config_flags
 import numpy as np
 
 from xai_jax.data import synthetic
@@ -107,3 +109,21 @@ def read_json(path: str) -> dict[str, Any]:
   """Reads a JSON file."""
   with open(path) as f:
     return json.load(f)
+
+
+def define_config_flags(default_config: str, *, workdir_required: bool = True
+                        ) -> tuple[Any, Any]:
+  """Defines a binary's `--config` (file:variant) and `--workdir` flags.
+
+  Call it only when the binary runs as a program (`__main__`), so that
+  importing several binaries in one process defines no flag twice.
+
+  Returns:
+    `(config_flag, workdir_flag)` holders (read `.value`).
+  """
+  config = config_flags.DEFINE_config_file(
+      'config', default_config, 'Experiment config (file:variant).',
+      lock_config=True)
+  workdir = flags.DEFINE_string('workdir', None, 'Output folder.',
+                                required=workdir_required)
+  return config, workdir
