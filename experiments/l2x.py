@@ -85,7 +85,7 @@ BLACKBOXES = {'tabular': ('oracle', 'mlp'), 'image': ('cnn',),
 L2X_FIELDS = ('tau', 'sampler', 'sampler_kwargs', 'optimizer',
               'learning_rate', 'batch_size', 'epochs', 'num_steps', 'l2',
               'activation', 'realx', 'realx_num_steps', 'realx_keep_prob',
-              'log_every', 'seed')
+              'approximator', 'log_every', 'seed')
 METHODS = ('l2x',) + BASELINES
 # Columns of the printed table.
 COLUMNS = ('median_rank', 'tpr', 'fdr', 'posthoc_accuracy', 'evalx_accuracy',
@@ -666,6 +666,11 @@ def fit_l2x(setup: Setup, config: ml_collections.ConfigDict | None = None,
         activation=config.activation, vocab_size=vocab,
         **config.selector_kwargs.to_dict())
   masking_mode = config.get('approximator_masking', 'zero')
+  if config.approximator == 'blackbox' and (
+      masking_mode != 'zero' or config.approximator_kwargs):
+    raise ValueError("config.approximator='blackbox' (q = the frozen black "
+                     'box) takes no approximator_kwargs and needs '
+                     "approximator_masking='zero'.")
   if masking_mode == 'impute':
     if modality != 'tabular':
       raise ValueError("config.approximator_masking='impute' is for tabular "

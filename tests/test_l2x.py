@@ -275,6 +275,36 @@ def test_realx_freezes_the_predictor_in_phase_two(tmp_path):
   np.testing.assert_array_equal(np.asarray(mask).sum(1), 2)
 
 
+# ------------------------------------------- the black box as approximator
+
+
+def test_blackbox_approximator_trains_only_the_selector():
+  # A linear box whose logits use features 0 and 1 only: any selection that
+  # holds both keeps its output exactly, so L2X with q = the box itself
+  # (approximator='blackbox') must learn to pick {0, 1}.
+  data = synthetic.make_tabular('xor', 4000, 6)
+  w = np.zeros((10, 2), np.float32)
+  w[0], w[1] = (3.0, -3.0), (-2.0, 2.0)
+  box = bb.BlackBox(apply_fn=lambda p, v: v @ p, params=jnp.asarray(w),
+                    input_shape=(10,), output='logits', num_outputs=2)
+  model, hist = l2x.fit(0, box, data.x, k=2, approximator='blackbox',
+                        sampler='straight_through', tau=0.5,
+                        learning_rate=1e-2, batch_size=200, num_steps=200,
+                        selector=nets.MLPSelector(10, hidden=(16,)),
+                        return_history=True)
+  assert model.params['approximator'] == {}
+  np.testing.assert_array_equal(model.model_state['box']['params'], w)
+  assert hist['loss'][-1] < hist['loss'][0]
+  mask, _ = l2x.explain(model, data.x[:1000])
+  mask = np.asarray(mask)
+  assert np.mean(mask[:, 0] * mask[:, 1]) > 0.95
+  # Its own approximator accuracy is the black box's post-hoc accuracy.
+  kept = np.asarray(l2x.select_inputs(model, data.x[:1000]))
+  posthoc = np.mean(np.argmax(kept @ w, 1) == np.argmax(data.x[:1000] @ w, 1))
+  acc = l2x.approximator_accuracy(model, data.x[:1000], box)
+  assert acc == pytest.approx(posthoc) and acc > 0.95
+
+
 # -------------------------------------------------------- argument errors
 
 
@@ -290,6 +320,7 @@ def _bad_calls():
   regression = bb.from_jax(lambda v: v[:, :1], input_shape=(10,),
                            output='regression')
   box5 = bb.from_jax(lambda v: v[:, :2], input_shape=(5,))
+  linear10 = bb.from_jax(lambda v: v[:, :2], input_shape=(10,))
   imgs = synthetic.make_images(8, 0, size=28, patch=4, num_classes=2)
   return [
       ('k=11 is larger than the number of groups d=10',
@@ -324,6 +355,12 @@ def _bad_calls():
                                           realx_keep_prob=0.0)),
       ('key', lambda: l2x.fit('seed', p, x, k=2)),
       ('blackbox_or_targets', lambda: l2x.fit(0, 'box', x, k=2)),
+      ('approximator', lambda: l2x.fit(0, p, x, k=2, approximator='nope')),
+      ("approximator='blackbox' needs a BlackBox", lambda: l2x.fit(
+          0, p, x, k=2, approximator='blackbox')),
+      ("approximator='blackbox' and realx=True", lambda: l2x.fit(
+          0, linear10, x, k=2, approximator='blackbox', realx=True,
+          batch_size=100)),
   ]
 
 

@@ -152,6 +152,55 @@ def test_conv_approximator_is_blind_to_masked_pixels():
   np.testing.assert_allclose(out, out2, rtol=1e-5, atol=1e-5)
 
 
+def _linear_box(output='logits', d=6, c=3):
+  from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
+  w = jax.random.normal(KEY, (d, c))
+  fn = {'logits': lambda p, v: v @ p,
+        'probs': lambda p, v: jax.nn.softmax(v @ p),
+        'log_probs': lambda p, v: jax.nn.log_softmax(v @ p)}[output]
+  return bb.BlackBox(apply_fn=fn, params=w, input_shape=(d,), output=output,
+                     num_outputs=c)
+
+
+@pytest.mark.parametrize('output', ['logits', 'probs', 'log_probs'])
+def test_blackbox_approximator_is_the_box_on_the_masked_input(output):
+  box = _linear_box(output)
+  module, state = nets.blackbox_approximator(box)
+  x = jax.random.normal(jax.random.key(1), (5, 6))
+  mask = (jax.random.uniform(jax.random.key(2), (5, 6)) > 0.5).astype(
+      jnp.float32)
+  params, init_state = nets.init_approximator(module, KEY, x, mask)
+  assert params == {} and init_state == {}  # nothing to train
+  out = _apply(module, {'params': params, **state}, x, mask)
+  want = jax.nn.log_softmax(x * mask @ box.params)
+  np.testing.assert_allclose(jax.nn.log_softmax(out), want, atol=1e-5)
+  # Masked-out features do not matter; the box's gradient reaches the mask.
+  x2 = jnp.where(mask > 0, x, 9.0)
+  np.testing.assert_allclose(
+      _apply(module, {'params': params, **state}, x2, mask), out, atol=1e-5)
+  g = jax.grad(lambda m: module.apply({'params': {}, **state}, x, m)[:, 0]
+               .sum())(mask)
+  assert float(jnp.abs(g).sum()) > 0
+  with pytest.raises(ValueError, match="in the 'box' collection"):
+    module.apply({'params': {}}, x, mask)
+
+
+def test_blackbox_approximator_rejects_token_and_regression_boxes():
+  from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
+  text = bb.BlackBox(apply_fn=lambda p, v: jnp.zeros((v.shape[0], 2)),
+                     params=None, input_shape=(7,), output='logits',
+                     num_outputs=2, input_dtype='int')
+  with pytest.raises(ValueError, match='token ids'):
+    nets.blackbox_approximator(text)
+  reg = _linear_box().replace(output='regression')
+  with pytest.raises(ValueError, match='distribution'):
+    nets.blackbox_approximator(reg)
+  with pytest.raises(ValueError, match='differentiable'):
+    nets.blackbox_approximator(_linear_box().replace(differentiable=False))
+  with pytest.raises(ValueError, match='needs a xai_jax BlackBox'):
+    nets.blackbox_approximator(lambda v: v)
+
+
 # -------------------------------------------------------------------- text
 
 

@@ -38,6 +38,14 @@ L2X's k-constrained relaxed top-k (any sampler of `xai_jax.relax`), not
 REAL-X's per-feature Bernoulli selector with REBAR gradients and a sparsity
 penalty lambda; the explanation is the hard top-k.
 
+The black box as the variational family (`approximator='blackbox'`): the
+bound of Eq. (6) holds for any q, and q = the explained model itself on the
+masked input, `q(y | x_S) = f(x * V)_y` (`nets.BlackBoxApproximator`,
+frozen), leaves only the selector to train. The objective is then the
+model's own fidelity on x_S -- what post-hoc accuracy scores -- and the
+selection cannot carry the class to a co-trained decoder, since nothing is
+co-trained. It needs a differentiable `BlackBox` on float inputs.
+
 All training goes through the shared loop `xai_jax.train.fit` (one jitted
 step; per-step key `fold_in(key, step)`; one Gumbel draw per example per
 step; BatchNorm statistics in `model_state`).
@@ -102,6 +110,9 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
     realx: REAL-X two-phase training instead of joint training.
     realx_num_steps: phase-1 steps (default: num_steps).
     realx_keep_prob: p of the Bernoulli(p) group masks of phase 1 (0.5).
+    approximator: 'learned' (L2X: a network trained jointly with the
+      selector) or 'blackbox' (q = the explained model on the masked input,
+      frozen; only the selector trains: `nets.BlackBoxApproximator`).
     log_every: the training loop's log period in steps.
     seed: used when `fit` gets key=None.
   """
@@ -120,6 +131,7 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
   c.realx = False
   c.realx_num_steps = ml_collections.FieldReference(None, field_type=int)
   c.realx_keep_prob = 0.5  # p of s_i ~ Bernoulli(p) (REAL-X / EVAL-X)
+  c.approximator = 'learned'  # or 'blackbox': q = the frozen black box
   c.log_every = 100
   c.seed = 0
   if modality == 'text':
@@ -405,6 +417,7 @@ def _resolve_targets(blackbox_or_targets: Any, x: Any, modality: str,
                    f' got {type(obj).__name__}.')
 
 
+APPROXIMATORS = ('learned', 'blackbox')
 PERTURBED_NUM_SAMPLES = 128  # L2X's default M for sampler='perturbed'
 
 
@@ -460,11 +473,15 @@ def _l2x_loss(selector: nn.Module, approximator: nn.Module,
     v = sample(noise_key, logits, k)                       # [b, d] relaxed
     mask = expand(v)                                       # [b, *shape]
     variables = {'params': params['approximator'], **model_state}
-    if model_state:
-      out, new_state = approximator.apply(variables, x, mask, train=True,
-                                          mutable=list(model_state))
+    # 'box' holds a frozen black box (approximator='blackbox'): read only.
+    mutable = [c for c in model_state if c != 'box']
+    if mutable:
+      out, updates = approximator.apply(variables, x, mask, train=True,
+                                        mutable=mutable)
+      new_state = {**model_state, **updates}
     else:
-      out, new_state = approximator.apply(variables, x, mask, train=True), {}
+      out, new_state = approximator.apply(variables, x, mask,
+                                          train=True), model_state
     ce = jnp.mean(optax.softmax_cross_entropy(out, p))
     penalty = (nets.l2_penalty(selector, params['selector'])
                + nets.l2_penalty(approximator, params['approximator']))
@@ -573,7 +590,7 @@ def fit(
     activation: str | None = None,
     sampler_kwargs: Mapping[str, Any] | None = None,
     selector: nn.Module | None = None,
-    approximator: nn.Module | None = None,
+    approximator: nn.Module | str | None = None,
     patch: int | tuple[int, int] | None = None,
     vocab_size: int | None = None,
     realx: bool | None = None,
@@ -624,7 +641,14 @@ def fit(
       'perturbed'; its default here is M = `PERTURBED_NUM_SAMPLES` = 128).
     selector: a custom selector module `x -> logits[b, d]` (default
       `nets.make_selector(modality, ...)`).
-    approximator: a custom approximator module `(x, mask) -> logits[b, c]`.
+    approximator: a custom approximator module `(x, mask) -> logits[b, c]`,
+      or 'learned' (the default net of the modality, trained jointly) or
+      'blackbox': the black box itself on the masked input,
+      `q(y | x_S) = f(x * mask)_y`, frozen, so only the selector trains and
+      the objective is the model's own fidelity on x_S (post-hoc accuracy);
+      the selection cannot encode the class for a co-trained decoder.
+      Needs a `BlackBox` on float inputs (tabular, image) as
+      `blackbox_or_targets`.
     patch: patch size of the default image groups (default 4).
     vocab_size: V for text (default max(x) + 1).
     realx: REAL-X training (phase 1: approximator on Bernoulli masks; phase
@@ -671,6 +695,17 @@ def fit(
     raise ValueError(f'realx_keep_prob must be in (0, 1], got {keep_prob}.')
   log_every = _check_positive_int(
       'log_every', _cfg_get(config, 'log_every', log_every))
+  if approximator is None or isinstance(approximator, str):
+    approximator = _cfg_get(config, 'approximator', approximator) or 'learned'
+    _checks.check_choice('approximator', approximator, APPROXIMATORS)
+    if approximator == 'blackbox':
+      if not isinstance(blackbox_or_targets, bb.BlackBox):
+        raise ValueError("approximator='blackbox' needs a BlackBox as "
+                         'blackbox_or_targets (soft targets or a plain '
+                         'callable cannot score masked inputs).')
+      if realx:
+        raise ValueError("approximator='blackbox' and realx=True exclude "
+                         "each other: REAL-X trains its own predictor.")
   key = _as_key(key, config.get('seed', 0))
 
   # ---- data, groups, k.
@@ -717,7 +752,10 @@ def fit(
   if selector is None:
     selector = nets.make_selector(modality, num_groups=d, groups=groups,
                                   activation=activation, vocab_size=vocab_size)
-  if approximator is None:
+  box_state = None
+  if approximator == 'blackbox':
+    approximator, box_state = nets.blackbox_approximator(blackbox_or_targets)
+  elif isinstance(approximator, str):  # 'learned'
     approximator = nets.make_approximator(
         modality, num_classes=num_classes, k=k, activation=activation,
         vocab_size=vocab_size)
@@ -725,6 +763,8 @@ def fit(
   expand = _expander(groups, _is_identity(groups))
   sel_params, app_params, model_state, logits0, train_key = _init_params(
       selector, approximator, key, x0)
+  if box_state is not None:
+    model_state = {**model_state, **box_state}
   if tuple(logits0.shape) != (x0.shape[0], d):
     raise ValueError(f'selector must return logits [batch, d={d}], got '
                      f'{tuple(logits0.shape)} per batch of {x0.shape[0]}.')

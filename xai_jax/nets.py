@@ -263,6 +263,88 @@ class ConvApproximator(nn.Module):
                     name='head')(h)
 
 
+class BlackBoxApproximator(nn.Module):
+  """The explained model itself as the approximator: `(x, mask) -> log f(x * mask)`.
+
+  L2X's objective (Eq. 6) is a variational lower bound of I(X_S; Y) for any
+  family q; this module fixes q to the black box on the masked input,
+  `q(y | x_S) = f(x * mask)_y`, so the selector is trained to keep the groups
+  on which the model alone keeps its prediction -- exactly what post-hoc
+  accuracy measures -- and cannot pass the class to a co-trained decoder
+  through *where* it selects (the encoding REAL-X warns about; the black
+  box was never trained on masked inputs).
+
+  The box's parameters are not trained: they live in the non-trainable
+  collection 'box' (`{'box': {'params': box.params}}`, see `box_variables`),
+  so `apply` returns the black box's own log-probabilities.
+
+  Attributes:
+    apply_fn: the black box's pure `(params, x) -> outputs` (static).
+    output: what `apply_fn` returns ('logits', 'probs' or 'log_probs').
+    num_classes: size of the output.
+  """
+
+  apply_fn: Callable[[PyTree, Array], Array]
+  output: str
+  num_classes: int
+  l2_layers: ClassVar[tuple[str, ...]] = ()
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, train: bool = False) -> Array:
+    del train
+    if not self.has_variable('box', 'params'):
+      if self.is_initializing():
+        return jnp.zeros((x.shape[0], self.num_classes), jnp.float32)
+      raise ValueError("BlackBoxApproximator needs the box's parameters in "
+                       "the 'box' collection: apply({'params': {}, "
+                       "**nets.box_variables(box)}, x, mask).")
+    h = masking.apply_mask(x.astype(jnp.float32), mask, 0.0)
+    out = self.apply_fn(self.get_variable('box', 'params'), h)
+    if self.output == 'probs':
+      return jnp.log(jnp.clip(out, 1e-30, None))
+    return out  # logits or log-probabilities: both are valid logits
+
+
+def blackbox_approximator(box: Any) -> tuple[BlackBoxApproximator, PyTree]:
+  """`(module, model_state)` of a `BlackBoxApproximator` for a `BlackBox`.
+
+  Args:
+    box: a `xai_jax.blackbox.BlackBox` with float inputs whose output is a
+      distribution ('logits', 'probs' or 'log_probs').
+
+  Returns:
+    The module and its non-trainable variables `{'box': {'params': ...}}`.
+
+  Raises:
+    ValueError: token-id inputs (a relaxed mask cannot pass through an
+      embedding lookup), an output that is not a distribution, or a box
+      that cannot be differentiated.
+  """
+  for name in ('apply_fn', 'params', 'output', 'num_outputs', 'input_dtype'):
+    if not hasattr(box, name):
+      raise ValueError("approximator='blackbox' needs a xai_jax BlackBox, got "
+                       f'{type(box).__name__}.')
+  if box.input_dtype != 'float':
+    raise ValueError("approximator='blackbox' needs a black box on float "
+                     'inputs (tabular or image); this one takes token ids, '
+                     'which a relaxed mask cannot scale.')
+  if box.output not in ('logits', 'probs', 'log_probs'):
+    raise ValueError("approximator='blackbox' needs a black box whose output "
+                     f"is a distribution, got output={box.output!r}.")
+  if not getattr(box, 'differentiable', True):
+    raise ValueError("approximator='blackbox' needs a differentiable black "
+                     f'box; {box.name!r} is not (from_numpy): train the '
+                     "selector with approximator='learned'.")
+  module = BlackBoxApproximator(apply_fn=box.apply_fn, output=box.output,
+                                num_classes=int(box.num_outputs))
+  return module, box_variables(box)
+
+
+def box_variables(box: Any) -> PyTree:
+  """The variables `{'box': {'params': box.params}}` of a `BlackBoxApproximator`."""
+  return {'box': {'params': box.params}}
+
+
 # ----------------------------------------------------------------------------
 # Text.
 
@@ -521,13 +603,14 @@ def init_approximator(module: nn.Module, key: Array | int, x: Array,
   else:
     variables = dict(_init_approximator_jit(module, key, jnp.asarray(x),
                                             jnp.asarray(mask, jnp.float32)))
-  params = variables.pop('params')
+  params = variables.pop('params', {})
   return params, variables
 
 
 __all__ = [
-    'ACTIVATIONS', 'ConvApproximator', 'MLPApproximator', 'MLPSelector',
-    'MODALITIES', 'PAD_LOGIT', 'PatchSelector', 'TextApproximator',
-    'TextSelector', 'init_approximator', 'init_selector', 'l2_penalty',
-    'make_approximator', 'make_selector',
+    'ACTIVATIONS', 'BlackBoxApproximator', 'ConvApproximator',
+    'MLPApproximator', 'MLPSelector', 'MODALITIES', 'PAD_LOGIT',
+    'PatchSelector', 'TextApproximator', 'TextSelector',
+    'blackbox_approximator', 'box_variables', 'init_approximator',
+    'init_selector', 'l2_penalty', 'make_approximator', 'make_selector',
 ]

@@ -157,6 +157,10 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   c.realx = False           # REAL-X: frozen predictor trained on random masks
   c.realx_num_steps = _none_int()  # phase-1 steps (default num_steps)
   c.realx_keep_prob = 0.5   # p of the phase-1 masks s_i ~ Bernoulli(p)
+  # The variational family q: 'learned' (L2X: an approximator net trained
+  # with the selector) or 'blackbox' (q = the explained model on x_S,
+  # frozen: only the selector trains; nets.BlackBoxApproximator).
+  c.approximator = 'learned'
   # How the approximator g_alpha sees unselected features: 'zero' (L2X
   # Eq. 6) or 'impute' (tabular: the same features of another row of the
   # batch, so the selection pattern cannot encode the label; ours).
