@@ -220,10 +220,14 @@ def test_run_fashion_mnist_pair(tmp_path):
   c.evalx.num_steps = 40
   c.baselines = ('random', 'saliency')
   c.checkpoint = False
+  assert c.approximator == 'blackbox'  # q = the frozen CNN on x_S
   m = l2x_exp.run(c, str(tmp_path))
   _check_outputs(str(tmp_path), m, 'patches.png')
   assert m['blackbox/test_accuracy'] > 0.85
   assert 0.0 <= m['posthoc_accuracy'] <= 1.0
+  # L2X's own approximator is the black box on x_S: its accuracy is the
+  # post-hoc accuracy, by construction.
+  assert m['approximator_accuracy'] == pytest.approx(m['posthoc_accuracy'])
   assert m['num_explain'] == pytest.approx(m['random/num_explain'])
   assert 'median_rank' not in m and 'tpr' not in m  # no ground truth
 
