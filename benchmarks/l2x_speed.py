@@ -12,7 +12,7 @@ separately.
 Run from the repository root:
 
   python benchmarks/l2x_speed.py [--sets xor,orange_skin,nonlinear_additive,switch]
-      [--sampler concrete] [--tau 0.1] [--repeats 1]
+      [--sampler concrete] [--tau 0.1] [--batch_size 1000] [--repeats 1]
 
 Prints a markdown table with wall seconds, compile seconds, the process CPU
 seconds (a load-independent cost: on an idle 2-core machine the wall time is
@@ -40,14 +40,15 @@ from xai_jax.data import synthetic
 SETS = ('xor', 'orange_skin', 'nonlinear_additive', 'switch')
 
 
-def bench_set(name: str, sampler: str, tau: float, num_train: int,
+def bench_set(name: str, sampler: str, tau: float, batch_size: int,
+              num_train: int,
               num_test: int, seed: int) -> dict[str, float]:
   """One fit + explain of one set; returns the timings."""
   train_ds = synthetic.make_tabular(name, num_train, 2 * seed)
   test_ds = synthetic.make_tabular(name, num_test, 2 * seed + 1)
   box = l2x_exp.oracle_blackbox(name)
   cfg = l2x.default_config('tabular')
-  cfg.sampler, cfg.tau = sampler, tau
+  cfg.sampler, cfg.tau, cfg.batch_size = sampler, tau, batch_size
   cfg.activation = 'selu' if name in ('nonlinear_additive', 'switch') else \
       'relu'
   cfg.log_every = 10**9
@@ -78,6 +79,7 @@ def main(argv=None) -> list[dict[str, float]]:
   p.add_argument('--sets', default=','.join(SETS))
   p.add_argument('--sampler', default='concrete')
   p.add_argument('--tau', type=float, default=0.1)
+  p.add_argument('--batch_size', type=int, default=1000)
   p.add_argument('--num_train', type=int, default=10**6)
   p.add_argument('--num_test', type=int, default=10**5)
   p.add_argument('--repeats', type=int, default=1,
@@ -90,7 +92,7 @@ def main(argv=None) -> list[dict[str, float]]:
       raise SystemExit(f'Unknown set {s!r}; expected names from {SETS}.')
   print(f'jax {jax.__version__} on {jax.devices()[0].platform} '
         f'({os.cpu_count()} CPUs visible); sampler {args.sampler}, tau '
-        f'{args.tau}; {args.num_train} training rows, {args.num_test} '
+        f'{args.tau}, batch {args.batch_size}; {args.num_train} training rows, {args.num_test} '
         f'explained rows.\n')
   cols = ('train_s', 'compile_s', 'train_excl_compile_s', 'train_cpu_s',
           'steps_per_s', 'explain_s', 'explain_compile_s', 'rows_per_s',
@@ -100,7 +102,8 @@ def main(argv=None) -> list[dict[str, float]]:
   rows = []
   t0 = time.perf_counter()
   for name in sets:
-    runs = [bench_set(name, args.sampler, args.tau, args.num_train,
+    runs = [bench_set(name, args.sampler, args.tau, args.batch_size,
+                      args.num_train,
                       args.num_test, args.seed + r)
             for r in range(args.repeats)]
     med = {c: statistics.median(r[c] for r in runs) for c in cols}

@@ -560,6 +560,13 @@ _init_approximator_jit = jax.jit(_init_approximator_impl,
                                  compiler_options=_INIT_COMPILER_OPTIONS)
 
 
+def _int_to_key(key: Any) -> Any:
+  """An int seed becomes `jax.random.key(seed)` before it meets a jit."""
+  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    return jax.random.key(int(key))
+  return key
+
+
 def _traced(*args: Any) -> bool:
   return any(_checks.is_tracer(a) for a in args)
 
@@ -579,6 +586,7 @@ def init_selector(module: nn.Module, key: Array | int, x: Array) -> PyTree:
   Returns:
     The `params` collection.
   """
+  key = _int_to_key(key)
   if _traced(key, x):  # inside a user's jit: no nested compile options
     return _init_selector_impl(module, key, x)
   return _init_selector_jit(module, key, jnp.asarray(x))
@@ -598,6 +606,7 @@ def init_approximator(module: nn.Module, key: Array | int, x: Array,
     `params` and the non-trainable collections (`{'batch_stats': ...}` or
     `{}`).
   """
+  key = _int_to_key(key)
   if _traced(key, x, mask):
     variables = dict(_init_approximator_impl(module, key, x, mask))
   else:
