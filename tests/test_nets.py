@@ -270,3 +270,15 @@ def test_selector_jit_equals_eager():
     eager = sel.apply({'params': params}, x)
   jitted = jax.jit(lambda p, x: sel.apply({'params': p}, x))(params, x)
   np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-6)
+
+
+def test_int_seed_equals_its_key():
+  sel = nets.MLPSelector(4, hidden=(8,))
+  x = jnp.zeros((2, 4))
+  a = nets.init_selector(sel, 3, x)
+  b = nets.init_selector(sel, jax.random.key(3), x)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  app = nets.MLPApproximator(2, hidden=(8,))
+  pa, sa = nets.init_approximator(app, 3, x, jnp.ones_like(x))
+  pb, sb = nets.init_approximator(app, jax.random.key(3), x, jnp.ones_like(x))
+  jax.tree.map(np.testing.assert_array_equal, (pa, sa), (pb, sb))
