@@ -456,6 +456,17 @@ def _patch_of(groups: masking.FeatureGroups) -> tuple[int, int]:
   return (h // gh, w // gw)
 
 
+def _check_factory(modality: str, activation: str) -> None:
+  _checks.check_choice('modality', modality, MODALITIES)
+  _checks.check_choice('activation', activation, ACTIVATIONS)
+
+
+def _text_vocab(vocab_size: Any) -> int:
+  if vocab_size is None or int(vocab_size) <= 1:
+    raise ValueError(f"modality='text' needs vocab_size > 1, got {vocab_size!r}.")
+  return int(vocab_size)
+
+
 def make_selector(modality: str, *, num_groups: int,
                   groups: masking.FeatureGroups | None = None,
                   activation: str = 'relu', vocab_size: int | None = None,
@@ -474,8 +485,7 @@ def make_selector(modality: str, *, num_groups: int,
   Returns:
     An unbound linen module.
   """
-  _checks.check_choice('modality', modality, MODALITIES)
-  _checks.check_choice('activation', activation, ACTIVATIONS)
+  _check_factory(modality, activation)
   if modality == 'tabular':
     return MLPSelector(num_groups=int(num_groups), activation=activation,
                        **kwargs)
@@ -485,9 +495,7 @@ def make_selector(modality: str, *, num_groups: int,
       raise ValueError(f'num_groups={num_groups} does not match the patch grid '
                        f'{groups.grid_shape} ({groups.num_groups} groups).')
     return PatchSelector(patch=patch, activation=activation, **kwargs)
-  if vocab_size is None or int(vocab_size) <= 1:
-    raise ValueError(f"modality='text' needs vocab_size > 1, got {vocab_size!r}.")
-  return TextSelector(vocab_size=int(vocab_size), **kwargs)
+  return TextSelector(vocab_size=_text_vocab(vocab_size), **kwargs)
 
 
 def make_approximator(modality: str, *, num_classes: int,
@@ -508,19 +516,17 @@ def make_approximator(modality: str, *, num_classes: int,
   Returns:
     An unbound linen module.
   """
-  _checks.check_choice('modality', modality, MODALITIES)
-  _checks.check_choice('activation', activation, ACTIVATIONS)
+  _check_factory(modality, activation)
   if modality == 'tabular':
     return MLPApproximator(num_classes=int(num_classes), activation=activation,
                            **kwargs)
   if modality == 'image':
     return ConvApproximator(num_classes=int(num_classes),
                             activation=activation, **kwargs)
-  if vocab_size is None or int(vocab_size) <= 1:
-    raise ValueError(f"modality='text' needs vocab_size > 1, got {vocab_size!r}.")
+  vocab_size = _text_vocab(vocab_size)
   if k is None or int(k) <= 0:
     raise ValueError(f"modality='text' needs k > 0, got {k!r}.")
-  return TextApproximator(vocab_size=int(vocab_size),
+  return TextApproximator(vocab_size=vocab_size,
                           num_classes=int(num_classes), k=int(k), **kwargs)
 
 
