@@ -30,8 +30,10 @@ Measured on the shared 2-core CPU (load average ~8, so ~1/4 of it; wall clock
 of the whole command including training and compilation):
   tabular            ~4 min  (blackbox accuracy ~0.94 vs argmax P(Y|X))
   images             ~9 min  (blackbox test accuracy ~0.97)
-  fashion_mnist      ~7 min  (blackbox test accuracy ~0.83)
-  fashion_mnist_vit  ~12 min (blackbox test accuracy ~0.72)
+  fashion_mnist      ~7 min  (blackbox test accuracy ~0.83; 1 min 43 s and
+                     0.867 on an idle machine)
+  fashion_mnist_vit  ~12 min (blackbox test accuracy ~0.72; 3 min 50 s and
+                     0.779 on an idle machine)
 See the README / report for the full tables. Expected ordering (tabular,
 switch): exact_shapley, kernel_shap, permutation_shap, occlusion and
 integrated_gradients reach median ranks ~3.0-3.6 (optimum 3.0), random ~5.5;
