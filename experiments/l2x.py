@@ -894,6 +894,31 @@ def save_figures(setup: Setup, selections: Mapping[str, np.ndarray],
 # =============================================================================
 
 
+SAME_ROWS_METRICS = ('median_rank', 'tpr', 'fdr', 'posthoc_accuracy',
+                     'evalx_accuracy')
+
+
+def same_rows_metrics(setup: Setup, l2x_selection: np.ndarray,
+                      metrics: Mapping[str, float]) -> dict[str, float]:
+  """L2X scored on exactly the rows each subsampled baseline explained.
+
+  Costly baselines explain only the first `baseline_num_explain` test rows;
+  for each of them this adds `l2x@<baseline>/<metric>`: L2X's selection on
+  those same rows, so that the comparison is row for row.
+  """
+  out: dict[str, float] = {}
+  n_all = int(l2x_selection.shape[0])
+  key = jax.random.fold_in(jax.random.key(setup.config.seed), 2)
+  for b in setup.config.baselines:
+    n = int(metrics.get(f'{b}/num_explain', n_all))
+    if n >= n_all:
+      continue
+    m = score_selection(setup, l2x_selection[:n], None, slice(0, n), key=key)
+    out.update({f'l2x@{b}/{k}': v for k, v in m.items()
+                if k in SAME_ROWS_METRICS + ('num_explain',)})
+  return out
+
+
 def method_table(metrics: Mapping[str, float], methods: Sequence[str]
                  ) -> dict[str, dict[str, float]]:
   """Rows = methods, columns = `COLUMNS` present in `metrics`."""
@@ -927,13 +952,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   metrics.update(l2x_m)
   base_m, base_sel = baseline_metrics(setup)
   metrics.update(base_m)
+  metrics.update(same_rows_metrics(setup, selections['l2x'], metrics))
   selections.update(base_sel)
   metrics['run_seconds'] = time.perf_counter() - t0
   metrics['load_average'] = 0.5 * (load0 + load_average())
   train.write_metrics_json(workdir, metrics)
   save_figures(setup, selections, workdir)
+  same = tuple(f'l2x@{b}' for b in config.baselines
+               if f'l2x@{b}/num_explain' in metrics)
   print(common.format_table(
-      method_table(metrics, ('l2x',) + tuple(config.baselines)),
+      method_table(metrics, ('l2x',) + same + tuple(config.baselines)),
       title=f'L2X {config.variant} (black box {config.blackbox}, sampler '
             f'{config.sampler}, tau {config.tau}, k {config.k}, seed '
             f'{config.seed})'))
@@ -1058,6 +1086,7 @@ def sweep(config: ml_collections.ConfigDict, workdir: str,
         common.prepare_workdir(run_dir, rc)
         m, sel = l2x_metrics(setup, rc, None)
         metrics = {**setup.info, **m, **base_m}
+        metrics.update(same_rows_metrics(setup, sel['l2x'], metrics))
         train.write_metrics_json(run_dir, metrics)
         if seed == seeds[0]:
           save_figures(setup, sel, run_dir)

@@ -194,6 +194,13 @@ def test_run_xor_oracle_reaches_the_optimum(tmp_path):
     assert m[f'{b}/num_explain'] <= 2000
   assert m['posthoc_accuracy'] > 0.95 > m['random/posthoc_accuracy']
   assert m['blackbox/test_accuracy'] == 1.0
+  # L2X on the same rows as the subsampled baselines (IG: 500, KS: 100).
+  assert 'l2x@saliency/num_explain' not in m          # all rows already
+  assert m['l2x@integrated_gradients/num_explain'] == 500
+  assert m['l2x@kernel_shap/num_explain'] == 100
+  for b in ('integrated_gradients', 'kernel_shap'):
+    assert m[f'l2x@{b}/posthoc_accuracy'] > 0.95
+    assert m[f'l2x@{b}/median_rank'] < 2.0
 
 
 @pytest.mark.slow

@@ -78,6 +78,9 @@ metrics.json keys (flat; L2X's own without prefix, each baseline
       Bernoulli(evalx.keep_prob) group masks with the data labels -- true
       P(Y|X) for tabular --, on x_S, against the test labels -- argmax
       P(Y|X) for tabular)
+  l2x@<baseline>/<metric>         (L2X on exactly the rows a subsampled
+      baseline explained: median_rank, tpr, fdr, posthoc_accuracy,
+      evalx_accuracy, num_explain)
   approximator_accuracy           (L2X only: its own approximator on x_S
       agrees with the black box; can be inflated by encoding, REAL-X)
   train_seconds                   (L2X fit, wall clock, everything)
