@@ -225,6 +225,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                      'gradient).')
   if not float(config.tau) > 0:
     raise ValueError(f'config.tau must be > 0, got {config.tau!r}.')
+  if config.approximator not in l2x.APPROXIMATORS:
+    raise ValueError(f'config.approximator={config.approximator!r}: expected '
+                     f'one of {list(l2x.APPROXIMATORS)}.')
+  if config.approximator == 'blackbox' and (modality == 'text' or
+                                            config.realx):
+    raise ValueError("config.approximator='blackbox' (q = the black box on "
+                     'x_S) needs float inputs (tabular, images) and '
+                     'realx=False.')
   for b in config.baselines:
     if b not in BASELINES:
       raise ValueError(f'Unknown baseline {b!r} in config.baselines; expected '

@@ -92,6 +92,14 @@ def test_bad_blackbox_sampler_and_baseline_names():
   c.baselines = ('random', 'lime')
   with pytest.raises(ValueError, match="Unknown baseline 'lime'"):
     l2x_exp.check_config(c)
+  c = l2x_configs.get_config('switch')
+  c.approximator = 'oracle'
+  with pytest.raises(ValueError, match="config.approximator='oracle'"):
+    l2x_exp.check_config(c)
+  c = l2x_configs.get_config('synthetic_text')
+  c.approximator = 'blackbox'
+  with pytest.raises(ValueError, match='needs float inputs'):
+    l2x_exp.check_config(c)
 
 
 def test_blackbox_without_a_distribution_is_a_clear_error():
