@@ -79,26 +79,17 @@ def test_patch_that_does_not_divide_the_image_is_a_clear_error():
     l2x_exp.check_config(c)
 
 
-def test_bad_blackbox_sampler_and_baseline_names():
-  c = l2x_configs.get_config('fashion_mnist')
-  c.blackbox = 'oracle'
-  with pytest.raises(ValueError, match="config.blackbox='oracle'.*'cnn'"):
-    l2x_exp.check_config(c)
-  c = l2x_configs.get_config('switch')
-  c.sampler = 'hard'
-  with pytest.raises(ValueError, match='config.sampler'):
-    l2x_exp.check_config(c)
-  c = l2x_configs.get_config('switch')
-  c.baselines = ('random', 'lime')
-  with pytest.raises(ValueError, match="Unknown baseline 'lime'"):
-    l2x_exp.check_config(c)
-  c = l2x_configs.get_config('switch')
-  c.approximator = 'oracle'
-  with pytest.raises(ValueError, match="config.approximator='oracle'"):
-    l2x_exp.check_config(c)
-  c = l2x_configs.get_config('synthetic_text')
-  c.approximator = 'blackbox'
-  with pytest.raises(ValueError, match='needs float inputs'):
+@pytest.mark.parametrize('variant, field, value, match', [
+    ('fashion_mnist', 'blackbox', 'oracle', "config.blackbox='oracle'.*'cnn'"),
+    ('switch', 'sampler', 'hard', 'config.sampler'),
+    ('switch', 'baselines', ('random', 'lime'), "Unknown baseline 'lime'"),
+    ('switch', 'approximator', 'oracle', "config.approximator='oracle'"),
+    ('synthetic_text', 'approximator', 'blackbox', 'needs float inputs'),
+])
+def test_bad_config_fields_are_named(variant, field, value, match):
+  c = l2x_configs.get_config(variant)
+  c[field] = value
+  with pytest.raises(ValueError, match=match):
     l2x_exp.check_config(c)
 
 
