@@ -46,7 +46,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -611,7 +611,7 @@ def score_selection(setup: Setup, selection: np.ndarray,
 # =============================================================================
 
 
-class MarginalImputingApproximator(nn.Module):
+class MarginalImputingApproximator(nets.MLPApproximator):
   """L2X's tabular approximator with unselected features *imputed*, not zeroed.
 
   `x_tilde = V * x + (1 - V) * x_other`, where `x_other` is the same
@@ -627,28 +627,10 @@ class MarginalImputingApproximator(nn.Module):
   selector's top-k) does not use the approximator.
   """
 
-  num_classes: int
-  hidden: Sequence[int] = (200, 200)
-  activation: str = 'relu'
-  batch_norm: bool = True
-  l2_layers: ClassVar[tuple[str, ...]] = ('hidden0', 'hidden1', 'head')
-
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, train: bool = False
-               ) -> jax.Array:
-    act = nets.ACTIVATIONS[self.activation]
+  def masked_input(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
     m = jnp.broadcast_to(mask.astype(jnp.float32), x.shape)
-    h = m * x + (1.0 - m) * jnp.roll(x, 1, axis=0)
-    h = h.reshape((h.shape[0], -1))
-    init = nn.initializers.glorot_uniform()
-    for i, width in enumerate(self.hidden):
-      h = act(nn.Dense(width, kernel_init=init, name=f'hidden{i}')(h))
-      if self.batch_norm:
-        h = nn.BatchNorm(use_running_average=not train, momentum=0.99,
-                         epsilon=1e-3, name=f'bn{i}')(h)
-    return nn.Dense(self.num_classes, kernel_init=init, name='head')(h)
-
+    return m * x + (1.0 - m) * jnp.roll(x, 1, axis=0)
 
 
 def l2x_config(config: ml_collections.ConfigDict, modality: str

@@ -38,6 +38,16 @@ def _tiny_tabular(variant='xor', **overrides):
   return c
 
 
+def _tiny(variant, rows, steps, baselines):
+  """A small run: `rows` = (num_train, num_test), `steps` = (black box, L2X,
+  EVAL-X) steps."""
+  c = l2x_configs.get_config(variant)
+  c.num_train, c.num_test = rows
+  c.blackbox_train.num_steps, c.num_steps, c.evalx.num_steps = steps
+  c.baselines = baselines
+  return c
+
+
 # ----------------------------------------------------------------- configs
 @pytest.mark.parametrize('variant', l2x_configs.VARIANTS)
 def test_every_variant_builds_and_checks(variant):
@@ -219,12 +229,9 @@ def test_run_switch_with_an_mlp_blackbox(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(FMNIST_DIR),
                     reason='Fashion-MNIST IDX files not installed')
 def test_run_fashion_mnist_pair(tmp_path):
-  c = l2x_configs.get_config('fashion_mnist_pair')
-  c.num_train, c.num_test = 3000, 500        # ~600 / ~100 of the pair
-  c.blackbox_train.num_steps = 80
-  c.num_steps = 60
-  c.evalx.num_steps = 40
-  c.baselines = ('random', 'saliency')
+  # ~600 / ~100 rows of the pair
+  c = _tiny('fashion_mnist_pair', (3000, 500), (80, 60, 40),
+            ('random', 'saliency'))
   c.checkpoint = False
   assert c.approximator == 'blackbox'  # q = the frozen CNN on x_S
   m = l2x_exp.run(c, str(tmp_path))
@@ -240,12 +247,8 @@ def test_run_fashion_mnist_pair(tmp_path):
 
 @pytest.mark.slow
 def test_run_synthetic_images_has_patch_ground_truth(tmp_path):
-  c = l2x_configs.get_config('synthetic_images')
-  c.num_train, c.num_test = 600, 200
-  c.blackbox_train.num_steps = 40
-  c.num_steps = 40
-  c.evalx.num_steps = 20
-  c.baselines = ('random', 'integrated_gradients')
+  c = _tiny('synthetic_images', (600, 200), (40, 40, 20),
+            ('random', 'integrated_gradients'))
   c.baseline_kwargs.integrated_gradients = {'steps': 8, 'baseline': 'zero'}
   m = l2x_exp.run(c, str(tmp_path))
   _check_outputs(str(tmp_path), m, 'patches.png')
@@ -256,12 +259,8 @@ def test_run_synthetic_images_has_patch_ground_truth(tmp_path):
 
 @pytest.mark.slow
 def test_run_synthetic_text_finds_planted_tokens(tmp_path):
-  c = l2x_configs.get_config('synthetic_text')
-  c.num_train, c.num_test = 4000, 400
-  c.blackbox_train.num_steps = 300
-  c.num_steps = 400
-  c.evalx.num_steps = 100
-  c.baselines = ('random', 'saliency', 'integrated_gradients')
+  c = _tiny('synthetic_text', (4000, 400), (300, 400, 100),
+            ('random', 'saliency', 'integrated_gradients'))
   m = l2x_exp.run(c, str(tmp_path))
   _check_outputs(str(tmp_path), m, 'tokens.png')
   assert m['blackbox/test_accuracy'] > 0.95
@@ -362,3 +361,24 @@ def test_sweep_writes_a_table_and_resumes(tmp_path):
   md2 = l2x_exp.sweep(c, str(tmp_path), ['xor'], [0, 1], settings)
   assert md2.split('sweep wall time')[1].split('\n', 1)[1] == \
       md.split('sweep wall time')[1].split('\n', 1)[1]
+
+
+def test_marginal_imputing_approximator_fills_from_another_row():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from xai_jax import nets  # pylint: disable=g-import-not-at-top
+  imp = l2x_exp.MarginalImputingApproximator(2, hidden=(8,), batch_norm=False)
+  ref = nets.MLPApproximator(2, hidden=(8,), batch_norm=False)
+  x = jax.random.normal(jax.random.key(0), (4, 10))
+  ones = jnp.ones_like(x)
+  params, _ = nets.init_approximator(imp, 0, x, ones)
+  # Same parameters as L2X's MLP approximator; all kept: the same output.
+  np.testing.assert_allclose(imp.apply({'params': params}, x, ones),
+                             ref.apply({'params': params}, x, ones),
+                             rtol=1e-6)
+  # Unselected features come from the previous row, not zeros.
+  mask = ones.at[:, 3:].set(0.0)
+  want = jnp.concatenate([x[:, :3], jnp.roll(x, 1, axis=0)[:, 3:]], axis=1)
+  np.testing.assert_allclose(imp.apply({'params': params}, x, mask),
+                             ref.apply({'params': params}, want, ones),
+                             rtol=1e-5, atol=1e-6)

@@ -33,7 +33,6 @@ biases, embeddings U(-0.05, 0.05), BatchNorm momentum 0.99 and epsilon 1e-3.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, ClassVar, Sequence
 
 import flax.linen as nn
@@ -155,10 +154,14 @@ class MLPApproximator(nn.Module):
   batch_norm: bool = True
   l2_layers: ClassVar[tuple[str, ...]] = ('hidden0', 'hidden1', 'head')
 
+  def masked_input(self, x: Array, mask: Array) -> Array:
+    """What the network sees: `x * mask` (Eq. 6; subclasses may impute)."""
+    return masking.apply_mask(x.astype(jnp.float32), mask, 0.0)
+
   @nn.compact
   def __call__(self, x: Array, mask: Array, train: bool = False) -> Array:
     act = _act(self.activation)
-    h = masking.apply_mask(x.astype(jnp.float32), mask, 0.0)
+    h = self.masked_input(x, mask)
     h = h.reshape((h.shape[0], -1))
     for i, width in enumerate(self.hidden):
       h = act(nn.Dense(width, kernel_init=_kernel_init, name=f'hidden{i}')(h))
