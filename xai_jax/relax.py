@@ -156,8 +156,8 @@ def _khot(x: Array, k: int, dtype: Any) -> Array:
   return out.reshape(*lead, d)
 
 
-def _log1m_softmax(s: Array) -> Array:
-  """log(1 - softmax(s)) along the last axis, accurate where softmax ~ 1.
+def _log1m_softmax(s: Array, axis: int = -1) -> Array:
+  """log(1 - softmax(s)) along `axis`, accurate where softmax ~ 1.
 
   Where p_i <= 1/2, log1p(-p_i) is accurate. At most one entry has
   p_i > 1/2 and there 1 - p_i = sum_{j != i} p_j, i.e.
@@ -165,13 +165,18 @@ def _log1m_softmax(s: Array) -> Array:
   no clamping, so the value stays finite and exact for any logit gap (a clamp
   at `tiny` would let a feature with a large logit gap be picked twice).
   """
-  lse = jax.nn.logsumexp(s, axis=-1, keepdims=True)
+  lse = jax.nn.logsumexp(s, axis=axis, keepdims=True)
   p = jnp.exp(s - lse)
   big = p > 0.5
   lse_rest = jax.nn.logsumexp(
-      jnp.where(big, -jnp.inf, s), axis=-1, keepdims=True)
+      jnp.where(big, -jnp.inf, s), axis=axis, keepdims=True)
   small = jnp.log1p(-jnp.where(big, 0.5, p))  # safe branch: no inf grads
   return jnp.where(big, lse_rest - lse, small)
+
+
+# The successive softmax is unrolled up to this many steps (a lax.scan
+# beyond); unrolled, XLA fuses the steps (~15% faster forward + backward).
+_UNROLL_MAX = 16
 
 
 def _successive_softmax(keys: Array, k: int, tau: Array) -> Array:
@@ -180,21 +185,43 @@ def _successive_softmax(keys: Array, k: int, tau: Array) -> Array:
   alpha^1 = keys; a^j = softmax(alpha^j / tau);
   alpha^{j+1} = alpha^j + log(1 - a^j); mask = sum_{j=1..k} a^j.
   Run in scaled units s = alpha / tau: s^{j+1} = s^j + log(1 - a^j) / tau.
+  Computed feature-major (see `_feature_major`).
   """
-  s = keys / tau
-  a = jax.nn.softmax(s, axis=-1)
+  s = _feature_major(keys) / tau                       # [d, ...]
+  a = jax.nn.softmax(s, axis=0)
 
   def step(carry, _):
     s, a, total = carry
-    s = s + _log1m_softmax(s) / tau
-    a = jax.nn.softmax(s, axis=-1)
+    s = s + _log1m_softmax(s, axis=0) / tau
+    a = jax.nn.softmax(s, axis=0)
     return (s, a, total + a), None
 
   if k > 1:
-    (_, _, total), _ = lax.scan(step, (s, a, a), None, length=k - 1)
+    (_, _, total), _ = lax.scan(step, (s, a, a), None, length=k - 1,
+                                unroll=min(k - 1, _UNROLL_MAX))
   else:
     total = a
-  return total
+  return _feature_minor(total)
+
+
+def _feature_major(x: Array, num_axes: int = 1) -> Array:
+  """Moves the last `num_axes` axes to the front: `[..., d] -> [d, ...]`.
+
+  The samplers reduce over d (softmax, max over draws). With d small (10
+  features, 16-49 patches) and the batch large, XLA:CPU vectorises a
+  reduction along the minor axis poorly; in the feature-major layout the
+  reductions run across rows and every element-wise op is contiguous along
+  the batch: about 2x faster forward + backward at d = 10 on CPU, the same
+  values.
+  """
+  n = x.ndim
+  return jnp.transpose(x, tuple(range(n - num_axes, n))
+                       + tuple(range(n - num_axes)))
+
+
+def _feature_minor(x: Array) -> Array:
+  """Inverse of `_feature_major` with one axis: `[d, ...] -> [..., d]`."""
+  return jnp.moveaxis(x, 0, -1)
 
 
 # ----------------------------------------------------------------------------
@@ -206,9 +233,10 @@ def _successive_softmax(keys: Array, k: int, tau: Array) -> Array:
 def _concrete_core(g: Array, logits: Array, tau: Array) -> Array:
   """g: Gumbel noise [..., k, d], one row of noise per draw."""
   cdtype = g.dtype
-  theta = logits.astype(cdtype)
-  c = jax.nn.softmax((theta[..., None, :] + g) / tau.astype(cdtype), axis=-1)
-  return jnp.max(c, axis=-2).astype(logits.dtype)
+  theta = _feature_major(logits.astype(cdtype))            # [d, ...]
+  z = (theta[None] + _feature_major(g, 2)) / tau.astype(cdtype)  # [k, d, ...]
+  c = jax.nn.softmax(z, axis=1)
+  return _feature_minor(jnp.max(c, axis=0)).astype(logits.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=('k',))
