@@ -90,6 +90,24 @@ def test_l2_penalty_sums_listed_kernels_only():
   assert float(nets.l2_penalty(nets.ConvApproximator(2), {})) == 0.0
 
 
+def test_selu_matches_flax_values_and_gradients():
+  x = jnp.concatenate([jnp.linspace(-30.0, 8.0, 2001), jnp.zeros(1),
+                       jnp.array([-1e-7, 1e-7, 80.0])])
+  np.testing.assert_allclose(nets.selu(x), jax.nn.selu(x), rtol=1e-6,
+                             atol=1e-7)
+  grad = jax.vmap(jax.grad(nets.selu))(x)
+  ref = jax.vmap(jax.grad(jax.nn.selu))(x)
+  np.testing.assert_allclose(grad, ref, rtol=1e-6, atol=1e-6)
+  assert np.all(np.isfinite(grad))
+  # Second derivative (through the custom rule): scale * alpha * exp(x) on
+  # the left, 0 on the right.
+  g2 = jax.vmap(jax.grad(jax.grad(nets.selu)))(jnp.array([-2.0, -0.5, 3.0]))
+  want = 1.0507009873554805 * 1.6732632423543772 * np.exp([-2.0, -0.5])
+  np.testing.assert_allclose(g2[:2], want, rtol=1e-5)
+  assert float(g2[2]) == 0.0
+  assert nets.ACTIVATIONS['selu'] is nets.selu
+
+
 def test_unknown_activation_raises():
   with pytest.raises(ValueError, match='activation'):
     nets.make_selector('tabular', num_groups=3, activation='swish_nope')
