@@ -658,4 +658,5 @@ __all__ = [
     'PatchSelector', 'TextApproximator', 'TextSelector',
     'blackbox_approximator', 'box_variables', 'init_approximator',
     'init_selector', 'l2_penalty', 'make_approximator', 'make_selector',
+    'selu',
 ]
