@@ -143,6 +143,15 @@ def _mode_multidevice() -> dict:
 
   _, hb4 = train.fit(_LOSS, params, batch_fn, **kw)
   out['batch_fn_loss4'] = hb4['loss'].tolist()
+  # Four steps per call on the 4-device mesh: stacked host batches and
+  # in-memory gathers, sharded along the batch axis.
+  kw5 = dict(kw, log_every=5)
+  _, hs = train.fit(_LOSS, params, batch_fn, steps_per_call=4, **kw5)
+  _, hm = train.fit(_LOSS, params, data, steps_per_call=4, **kw5)
+  out['chunked_host_loss4'] = hs['loss'].tolist()
+  out['chunked_memory_loss4'] = hm['loss'].tolist()
+  out['loss4_every5'] = [float(np.mean(h4['loss'][i:i + 5]))
+                         for i in range(0, 20, 5)]
 
   try:
     train.fit(_LOSS, params, data, tx=_TX, key=0, batch_size=30,
@@ -485,6 +494,56 @@ def test_fit_batch_fn_host_and_traced_agree():
               **dict(kw, batch_size=32))
 
 
+@pytest.mark.parametrize('kind', ['in_memory', 'host', 'traced'])
+def test_fit_steps_per_call_equals_one_step_per_call(kind):
+  """Several steps per jitted call (lax.scan): the same keys, batches and
+  result; calls stop at log and epoch boundaries (8 steps per epoch)."""
+  base = jax.random.key(3)
+
+  def make_batch(step):
+    x = jax.random.normal(jax.random.fold_in(base, step), (64, 4))
+    return {'x': x, 'y': jnp.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2]}
+
+  data = {'in_memory': _DATA, 'traced': make_batch,
+          'host': lambda s: jax.device_get(make_batch(s))}[kind]
+  kw = dict(_KW, tx=_TX, num_steps=23, log_every=5,
+            trace_batch_fn=kind == 'traced')
+  # _LOSS draws noise from the step key: the keys must match too.
+  one, h1 = train.fit(_LOSS, _VARS['params'], data, **kw)
+  many, h4 = train.fit(_LOSS, _VARS['params'], data, steps_per_call=4, **kw)
+  np.testing.assert_array_equal(h4['step'], [5, 10, 15, 20, 23])
+  np.testing.assert_array_equal(h1['step'], h4['step'])
+  np.testing.assert_allclose(h4['loss'], h1['loss'], rtol=1e-5)
+  np.testing.assert_allclose(h4['mae'], h1['mae'], rtol=1e-5)
+  assert int(many.step) == 23
+  _assert_tree_close(many.params, one.params)
+  _assert_tree_close(many.opt_state, one.opt_state)
+
+
+def test_chunk_length_stops_at_every_boundary():
+  chunk = train._chunk_length  # pylint: disable=protected-access
+  assert chunk(0, 100, 10, [100]) == 10
+  assert chunk(0, 7, 10, [100]) == 7            # num_steps
+  assert chunk(3, 100, 10, [5]) == 2            # next multiple of 5
+  assert chunk(5, 100, 10, [5, 8]) == 3         # epoch end at 8
+  assert chunk(8, 100, 1, [5, 8]) == 1
+
+
+def test_fit_steps_per_call_resumes_exactly(tmp_path):
+  kw = dict(_KW, tx=_TX, log_every=6, checkpoint_every=5)
+  ref, ref_hist = train.fit(_LOSS, _VARS['params'], _DATA, num_steps=24,
+                            **kw)
+  s12, h12 = train.fit(_LOSS, _VARS['params'], _DATA, num_steps=12,
+                       workdir=tmp_path, steps_per_call=4, **kw)
+  assert train.latest_checkpoint_step(tmp_path) == 12
+  s24, h24 = train.fit(_LOSS, _VARS['params'], _DATA, num_steps=24,
+                       workdir=tmp_path, steps_per_call=4, **kw)
+  assert int(s24.step) == 24
+  _assert_tree_close(s24.params, ref.params)
+  np.testing.assert_allclose(np.concatenate([h12['loss'], h24['loss']]),
+                             ref_hist['loss'], rtol=1e-5)
+
+
 def test_fit_argument_errors():
   data = regression_data(n=64)
   p = _VARS['params']
@@ -509,6 +568,10 @@ def test_fit_argument_errors():
   with pytest.raises(ValueError, match='log_every'):
     train.fit(_LOSS, p, data, _cfg(), key=0, batch_size=8, num_steps=2,
               log_every=0)
+  for bad in (0, 2.5, True):
+    with pytest.raises(ValueError, match='steps_per_call'):
+      train.fit(_LOSS, p, data, _cfg(), key=0, batch_size=8, num_steps=2,
+                steps_per_call=bad)
 
 
 # ----------------------------------------------------------------------------
@@ -619,6 +682,10 @@ def test_multidevice_matches_single_device():
   assert out['loss4'][-1] < out['loss4'][0]
   assert out['param_diff'] < 1e-4
   np.testing.assert_allclose(out['batch_fn_loss4'], out['loss1'], rtol=1e-4)
+  np.testing.assert_allclose(out['chunked_host_loss4'], out['loss4_every5'],
+                             rtol=1e-4)
+  np.testing.assert_allclose(out['chunked_memory_loss4'],
+                             out['loss4_every5'], rtol=1e-4)
   assert out['error'] is not None
   assert 'batch_size' in out['error'] and '4' in out['error']
 
