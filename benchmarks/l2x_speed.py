@@ -12,7 +12,8 @@ separately.
 Run from the repository root:
 
   python benchmarks/l2x_speed.py [--sets xor,orange_skin,nonlinear_additive,switch]
-      [--sampler concrete] [--tau 0.1] [--batch_size 1000] [--repeats 1]
+      [--sampler concrete] [--tau 0.1] [--batch_size 1000]
+      [--steps_per_call 10] [--repeats 1]
 
 Prints a markdown table with wall seconds, compile seconds, the process CPU
 seconds (a load-independent cost: on an idle 2-core machine the wall time is
@@ -41,14 +42,15 @@ SETS = ('xor', 'orange_skin', 'nonlinear_additive', 'switch')
 
 
 def bench_set(name: str, sampler: str, tau: float, batch_size: int,
-              num_train: int,
-              num_test: int, seed: int) -> dict[str, float]:
+              num_train: int, num_test: int, seed: int,
+              steps_per_call: int = 10) -> dict[str, float]:
   """One fit + explain of one set; returns the timings."""
   train_ds = synthetic.make_tabular(name, num_train, 2 * seed)
   test_ds = synthetic.make_tabular(name, num_test, 2 * seed + 1)
   box = l2x_exp.oracle_blackbox(name)
   cfg = l2x.default_config('tabular')
   cfg.sampler, cfg.tau, cfg.batch_size = sampler, tau, batch_size
+  cfg.steps_per_call = steps_per_call
   cfg.activation = 'selu' if name in ('nonlinear_additive', 'switch') else \
       'relu'
   cfg.log_every = 10**9
@@ -80,6 +82,8 @@ def main(argv=None) -> list[dict[str, float]]:
   p.add_argument('--sampler', default='concrete')
   p.add_argument('--tau', type=float, default=0.1)
   p.add_argument('--batch_size', type=int, default=1000)
+  p.add_argument('--steps_per_call', type=int, default=10,
+                 help='optimizer steps per jitted call (l2x default 10)')
   p.add_argument('--num_train', type=int, default=10**6)
   p.add_argument('--num_test', type=int, default=10**5)
   p.add_argument('--repeats', type=int, default=1,
@@ -92,8 +96,9 @@ def main(argv=None) -> list[dict[str, float]]:
       raise SystemExit(f'Unknown set {s!r}; expected names from {SETS}.')
   print(f'jax {jax.__version__} on {jax.devices()[0].platform} '
         f'({os.cpu_count()} CPUs visible); sampler {args.sampler}, tau '
-        f'{args.tau}, batch {args.batch_size}; {args.num_train} training rows, {args.num_test} '
-        f'explained rows.\n')
+        f'{args.tau}, batch {args.batch_size}, {args.steps_per_call} steps '
+        f'per call; {args.num_train} training rows, {args.num_test} '
+        'explained rows.\n')
   cols = ('train_s', 'compile_s', 'train_excl_compile_s', 'train_cpu_s',
           'steps_per_s', 'explain_s', 'explain_compile_s', 'rows_per_s',
           'load')
@@ -103,8 +108,8 @@ def main(argv=None) -> list[dict[str, float]]:
   t0 = time.perf_counter()
   for name in sets:
     runs = [bench_set(name, args.sampler, args.tau, args.batch_size,
-                      args.num_train,
-                      args.num_test, args.seed + r)
+                      args.num_train, args.num_test, args.seed + r,
+                      args.steps_per_call)
             for r in range(args.repeats)]
     med = {c: statistics.median(r[c] for r in runs) for c in cols}
     rows.append({'set': name, **med})

@@ -90,7 +90,7 @@ BLACKBOXES = {'tabular': ('oracle', 'mlp'), 'image': ('cnn',),
 L2X_FIELDS = ('tau', 'sampler', 'sampler_kwargs', 'optimizer',
               'learning_rate', 'batch_size', 'epochs', 'num_steps', 'l2',
               'activation', 'realx', 'realx_num_steps', 'realx_keep_prob',
-              'approximator', 'log_every', 'seed')
+              'approximator', 'log_every', 'steps_per_call', 'seed')
 METHODS = ('l2x',) + BASELINES
 # Columns of the printed table.
 COLUMNS = ('median_rank', 'tpr', 'fdr', 'posthoc_accuracy', 'evalx_accuracy',

@@ -114,6 +114,9 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
       selector) or 'blackbox' (q = the explained model on the masked input,
       frozen; only the selector trains: `nets.BlackBoxApproximator`).
     log_every: the training loop's log period in steps.
+    steps_per_call: optimizer steps per jitted call of the training loop
+      (`train.fit`; a `lax.scan`, ~10-15% faster on CPU for these small nets;
+      same result as 1 up to float rounding).
     seed: used when `fit` gets key=None.
   """
   _checks.check_choice('modality', modality, MODALITIES)
@@ -133,6 +136,7 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
   c.realx_keep_prob = 0.5  # p of s_i ~ Bernoulli(p) (REAL-X / EVAL-X)
   c.approximator = 'learned'  # or 'blackbox': q = the frozen black box
   c.log_every = 100
+  c.steps_per_call = 10
   c.seed = 0
   if modality == 'text':
     c.tau = 0.5            # IMDB word: tau 0.5, k = 10
@@ -770,7 +774,8 @@ def fit(
                      f'{tuple(logits0.shape)} per batch of {x0.shape[0]}.')
 
   data = {'x': np.asarray(x), 'targets': targets}
-  fit_kw = dict(batch_size=batch_size, log_every=log_every)
+  fit_kw = dict(batch_size=batch_size, log_every=log_every,
+                steps_per_call=config.get('steps_per_call', None) or 1)
   history: dict[str, Any] = {}
 
   if not realx:

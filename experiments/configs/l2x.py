@@ -175,6 +175,7 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   c.approximator_kwargs = ml_collections.ConfigDict()  # nets.make_approximator
   c.checkpoint = False      # L2X checkpoints in workdir/l2x (resumable)
   c.log_every = 200
+  c.steps_per_call = 10     # optimizer steps per jitted call (lax.scan)
   # ------------------------------------------------------------- baselines
   # Top-k of their attributions at the same k. Rows explained per baseline
   # (-1 = all num_test rows; costly ones run on the first rows).
