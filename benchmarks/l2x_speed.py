@@ -32,7 +32,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
-import numpy as np
 
 from experiments import l2x as l2x_exp  # pylint: disable=g-import-not-at-top
 from xai_jax import l2x

@@ -39,14 +39,13 @@ experiments/configs/l2x.py.
 from __future__ import annotations
 
 import ast
-import contextlib
 import copy
 import dataclasses
 import functools
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -59,6 +58,8 @@ from ml_collections import config_flags
 import numpy as np
 
 from experiments import common
+from experiments.common import load_average  # re-exported
+from experiments.common import timed  # re-exported
 from experiments.configs import l2x as l2x_configs
 from experiments.l2x_report import pyplot
 from experiments.l2x_report import plot_patches  # re-exported
@@ -96,83 +97,6 @@ METHODS = ('l2x',) + BASELINES
 COLUMNS = ('median_rank', 'tpr', 'fdr', 'posthoc_accuracy', 'evalx_accuracy',
            'approximator_accuracy', 'explain_per_second', 'num_explain')
 NEG = -1e9  # score of positions that must never be selected (PAD tokens)
-
-
-# =============================================================================
-# Timing: wall clock, CPU time, and the compile time inside a block.
-# =============================================================================
-
-_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
-                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
-                   '/jax/core/compile/backend_compile_duration')
-_ACTIVE_TIMERS: list[list[tuple[float, float]]] = []
-_LISTENING = []
-
-
-def _on_span(event: str, start: float, end: float, **kwargs: Any) -> None:
-  del kwargs
-  if event in _COMPILE_EVENTS:
-    for spans in _ACTIVE_TIMERS:
-      spans.append((start, end))
-
-
-def _union_seconds(spans: Sequence[tuple[float, float]]) -> float:
-  """Length of the union of time intervals (nested jit traces counted once)."""
-  total, cur_s, cur_e = 0.0, None, None
-  for s, e in sorted(spans):
-    if cur_e is None or s > cur_e:
-      if cur_e is not None:
-        total += cur_e - cur_s
-      cur_s, cur_e = s, e
-    else:
-      cur_e = max(cur_e, e)
-  if cur_e is not None:
-    total += cur_e - cur_s
-  return total
-
-
-@dataclasses.dataclass
-class Timing:
-  """Wall, CPU and compile seconds of a block (`compile` <= `wall`)."""
-  wall: float = 0.0
-  cpu: float = 0.0
-  compile: float = 0.0
-
-  @property
-  def excl_compile(self) -> float:
-    return max(self.wall - self.compile, 0.0)
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[Timing]:
-  """Times a block: wall clock, process CPU time, and the time spent in jit
-  tracing, lowering and XLA compilation (the union of the spans of JAX's
-  compile events, `jax.monitoring`). Block on results inside the block."""
-  if not _LISTENING:
-    jax.monitoring.register_event_time_span_listener(_on_span)
-    _LISTENING.append(True)
-  spans: list[tuple[float, float]] = []
-  _ACTIVE_TIMERS.append(spans)
-  out = Timing()
-  w0, c0 = time.perf_counter(), time.process_time()
-  try:
-    yield out
-  finally:
-    out.wall = time.perf_counter() - w0
-    out.cpu = time.process_time() - c0
-    for i, active in enumerate(_ACTIVE_TIMERS):  # by identity: nested
-      if active is spans:                        # timers hold equal lists
-        del _ACTIVE_TIMERS[i]
-        break
-    out.compile = min(_union_seconds(spans), out.wall)
-
-
-def load_average() -> float:
-  """The 1-minute load average (NaN where unavailable)."""
-  try:
-    return float(os.getloadavg()[0])
-  except OSError:
-    return float('nan')
 
 
 # =============================================================================

@@ -11,10 +11,10 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from experiments import common
 from experiments import l2x as l2x_exp
 from experiments import quickstart
 from experiments.configs import l2x as l2x_configs
@@ -142,7 +142,7 @@ def test_timed_measures_compile_time():
   with l2x_exp.timed() as t2:
     jax.block_until_ready(f(jnp.arange(7.0)))
   assert t2.compile == 0.0
-  assert l2x_exp._union_seconds([(0, 2), (1, 3), (5, 6)]) == 4
+  assert common._union_seconds([(0, 2), (1, 3), (5, 6)]) == 4
 
 
 def test_parse_setting_and_overrides():
