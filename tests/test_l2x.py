@@ -217,6 +217,8 @@ def test_steps_per_call_gives_the_same_fit():
   for a, b in zip(jax.tree.leaves((one.params, one.model_state)),
                   jax.tree.leaves((ten.params, ten.model_state))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match='steps_per_call'):
+    l2x.fit(3, data.probs, data.x, config={'steps_per_call': 0}, **kw)
 
 
 def test_default_config_follows_the_reference():

@@ -775,8 +775,9 @@ def fit(
                      f'{tuple(logits0.shape)} per batch of {x0.shape[0]}.')
 
   data = {'x': np.asarray(x), 'targets': targets}
+  steps_per_call = config.get('steps_per_call', None)
   fit_kw = dict(batch_size=batch_size, log_every=log_every,
-                steps_per_call=config.get('steps_per_call', None) or 1)
+                steps_per_call=1 if steps_per_call is None else steps_per_call)
   history: dict[str, Any] = {}
 
   if not realx:

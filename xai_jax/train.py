@@ -957,10 +957,9 @@ def fit(
       ~10% faster for small MLPs on CPU (but XLA:CPU runs convolutions
       inside a loop ~4x slower: keep 1 for conv nets there). The steps, keys
       and batches are the same as with 1 (equal results up to float
-      rounding). A call
-      never crosses a multiple of `log_every`, `checkpoint_every`,
-      `eval_every` or an epoch end; make those multiples of
-      `steps_per_call` to compile one program only.
+      rounding). A call never crosses a multiple of `log_every`,
+      `checkpoint_every`, `eval_every` or an epoch end; make those
+      multiples of `steps_per_call` to compile one program only.
 
   Returns:
     `(state, history)`: the final `TrainState` (replicated over the mesh) and
