@@ -318,6 +318,11 @@ def test_create_train_state():
     train.create_train_state(params, tx, key='nope')
   with pytest.raises(ValueError, match='tx'):
     train.create_train_state(params, 'adam', key=0)
+  # Python scalars and numpy leaves become arrays (tx.init runs in a jit).
+  mixed = train.create_train_state({'w': np.ones(3), 'b': 0.5}, tx, key=0)
+  assert isinstance(mixed.params['b'], jax.Array)
+  assert mixed.params['b'].shape == () and float(mixed.params['b']) == 0.5
+  np.testing.assert_array_equal(mixed.opt_state[0].mu['w'], np.zeros(3))
 
 
 def test_make_train_step_traces_once_and_uses_fold_in_key():

@@ -179,7 +179,9 @@ def create_train_state(
     raise ValueError(
         f'tx must be an optax.GradientTransformation, got {type(tx).__name__}.')
   key = _as_key('key', key)
-  params = _unfreeze(params)
+  # Arrays for the jitted init (Python scalars would be traced as weak
+  # types and come back as arrays anyway).
+  params = jax.tree.map(jnp.asarray, _unfreeze(params))
   model_state = {} if model_state is None else _unfreeze(model_state)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -455,14 +457,24 @@ def _gather(data: PyTree, idx: jax.Array) -> PyTree:
 
 
 def _scan_steps(one: Callable[..., tuple[TrainState, Metrics]],
-                length: int) -> Callable[..., tuple[TrainState, Metrics]]:
+                length: int, *, over_batches: bool = False
+                ) -> Callable[..., tuple[TrainState, Metrics]]:
   """`length` applications of `one(state, *args)` in one `lax.scan`.
 
-  The metrics come back stacked, `[length]` per entry. With `length == 1`
-  `one` itself (scalar metrics).
+  With `over_batches=True` the result is `many(state, batches)`: the scan
+  runs over the leading axis `[length, ...]` of `batches` and step i calls
+  `one(state, batches[i])`; otherwise every step gets the same `*args`. The
+  metrics come back stacked, `[length]` per entry. With `length == 1` `one`
+  itself (scalar metrics).
   """
   if length == 1:
     return one
+  if over_batches:
+    def many_batches(state: TrainState, batches: Batch
+                     ) -> tuple[TrainState, Metrics]:
+      return jax.lax.scan(one, state, batches)
+
+    return many_batches
 
   def many(state: TrainState, *args: Any) -> tuple[TrainState, Metrics]:
     return jax.lax.scan(lambda s, _: one(s, *args), state, None,
@@ -520,13 +532,7 @@ def _make_host_step(loss_fn: LossFn, tx: optax.GradientTransformation,
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     return _update(loss_fn, tx, state, _constrain(batch, batch_sharding))
 
-  if length == 1:
-    return _jit_step(step, mesh, donate)
-
-  def many(state: TrainState, batches: Batch):
-    return jax.lax.scan(step, state, batches)
-
-  return _jit_step(many, mesh, donate)
+  return _jit_step(_scan_steps(step, length, over_batches=True), mesh, donate)
 
 
 # ----------------------------------------------------------------------------
