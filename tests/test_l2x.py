@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -328,6 +329,32 @@ def test_blackbox_approximator_trains_only_the_selector():
   posthoc = np.mean(np.argmax(kept @ w, 1) == np.argmax(data.x[:1000] @ w, 1))
   acc = l2x.approximator_accuracy(model, data.x[:1000], box)
   assert acc == pytest.approx(posthoc) and acc > 0.95
+
+
+def test_blackbox_approximator_box_stays_out_of_checkpoints(tmp_path):
+  # The box's parameters are an input: the checkpoints hold the selector and
+  # the optimizer state only, and a resumed fit uses the box it is given.
+  data = synthetic.make_tabular('xor', 400, 6)
+  w = np.zeros((10, 2), np.float32)
+  w[0], w[1] = (3.0, -3.0), (-2.0, 2.0)
+
+  def linear(weights):
+    return bb.BlackBox(apply_fn=lambda p, v: v @ p,
+                       params=jnp.asarray(weights), input_shape=(10,),
+                       output='logits', num_outputs=2)
+
+  kw = dict(k=2, approximator='blackbox', batch_size=100, num_steps=8,
+            selector=nets.MLPSelector(10, hidden=(8,)),
+            workdir=str(tmp_path))
+  first = l2x.fit(0, linear(w), data.x, **kw)
+  # The tree's keys are in each checkpoint's _METADATA (orbax).
+  saved = b''.join(p.read_bytes()
+                   for p in tmp_path.glob('checkpoints/*/*/_METADATA'))
+  assert b'selector' in saved and b'box' not in saved
+  again = l2x.fit(0, linear(2 * w), data.x, **kw)   # finished: resumes at 8
+  np.testing.assert_array_equal(again.model_state['box']['params'], 2 * w)
+  chex.assert_trees_all_close(again.params['selector'],
+                              first.params['selector'])
 
 
 # -------------------------------------------------------- argument errors

@@ -757,3 +757,64 @@ if __name__ == '__main__':
   _MODES = {'multidevice': _mode_multidevice,
             'sigkill_child': _mode_sigkill_child}
   print(json.dumps(_MODES[sys.argv[1]](*sys.argv[2:])), flush=True)
+
+
+# ----------------------------------------------------------------------------
+# unsaved_collections: frozen inputs kept out of checkpoints.
+
+
+def _scaled_loss(params, model_state, batch, key):
+  del key
+  pred = batch['x'] @ params['w'] * model_state['frozen']['scale']
+  return jnp.mean((pred - batch['y'])**2), (model_state, {})
+
+
+def _frozen_state(scale):
+  return {'frozen': {'scale': jnp.float32(scale)},
+          'count': {'c': jnp.zeros((), jnp.float32)}}
+
+
+def _checkpoint_bytes(workdir):
+  # The tree's keys are in each checkpoint's _METADATA (orbax).
+  out = b''
+  for root, _, files in os.walk(os.path.join(workdir, 'checkpoints')):
+    if '_METADATA' in files:
+      with open(os.path.join(root, '_METADATA'), 'rb') as fh:
+        out += fh.read()
+  return out
+
+
+def test_fit_unsaved_collections_stay_out_of_checkpoints(tmp_path):
+  kw = dict(tx=optax.adam(1e-2), key=0, batch_size=64)
+  p0 = {'w': jnp.zeros(4)}
+  # Reference: 6 steps with scale 1, then 6 with scale 2.
+  s6, _ = train.fit(_scaled_loss, p0, _DATA, num_steps=6,
+                    model_state=_frozen_state(1.0), **kw)
+  s6 = s6.replace(model_state=_frozen_state(2.0))
+  ref, _ = train.fit(_scaled_loss, s6, _DATA, num_steps=12, **kw)
+
+  new, old = str(tmp_path / 'new'), str(tmp_path / 'old')
+  train.fit(_scaled_loss, p0, _DATA, num_steps=6, workdir=new,
+            model_state=_frozen_state(1.0), unsaved_collections=('frozen',),
+            **kw)
+  saved = _checkpoint_bytes(new)
+  assert b'count' in saved and b'frozen' not in saved
+  # Resuming takes the given (new) value of the unsaved collection.
+  out, _ = train.fit(_scaled_loss, p0, _DATA, num_steps=12, workdir=new,
+                     model_state=_frozen_state(2.0),
+                     unsaved_collections=('frozen',), **kw)
+  assert float(out.model_state['frozen']['scale']) == 2.0
+  _assert_tree_close(out.params, ref.params)
+  # A checkpoint written with the collection (older release) still resumes.
+  train.fit(_scaled_loss, p0, _DATA, num_steps=6, workdir=old,
+            model_state=_frozen_state(1.0), **kw)
+  assert b'frozen' in _checkpoint_bytes(old)
+  out, _ = train.fit(_scaled_loss, p0, _DATA, num_steps=12, workdir=old,
+                     model_state=_frozen_state(2.0),
+                     unsaved_collections='frozen', **kw)
+  assert float(out.model_state['frozen']['scale']) == 2.0
+  _assert_tree_close(out.params, ref.params)
+  with pytest.raises(ValueError, match='unsaved_collections'):
+    train.fit(_scaled_loss, p0, _DATA, num_steps=1,
+              model_state=_frozen_state(1.0), unsaved_collections=('nope',),
+              **kw)

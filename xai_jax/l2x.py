@@ -787,6 +787,8 @@ def fit(
         loss_fn, {'selector': sel_params, 'approximator': app_params},
         _batch_fn(data, batch_size, train_key), tx=tx, key=train_key,
         model_state=model_state, num_steps=num_steps, workdir=workdir,
+        # the box's parameters are an input: kept out of the checkpoints.
+        unsaved_collections=('box',) if box_state is not None else (),
         **fit_kw)
     params, model_state = state.params, state.model_state
   else:

@@ -863,6 +863,45 @@ def _mean_metrics(pending: list[Metrics]) -> dict[str, float]:
   return out
 
 
+def _check_unsaved(names: Any, model_state: PyTree) -> tuple[str, ...]:
+  """`unsaved_collections` as a tuple of names present in `model_state`."""
+  if isinstance(names, str):
+    names = (names,)
+  names = tuple(names)
+  keys = list(model_state) if isinstance(model_state, Mapping) else []
+  for name in names:
+    if name not in keys:
+      raise ValueError(f'unsaved_collections: {name!r} is not a collection '
+                       f'of model_state (it has {keys}).')
+  return names
+
+
+def _without(state: TrainState, names: tuple[str, ...]) -> TrainState:
+  """`state` without the `model_state` collections `names` (for saving)."""
+  if not names:
+    return state
+  return state.replace(model_state={
+      c: v for c, v in state.model_state.items() if c not in names})
+
+
+def _restore_without(workdir: str | os.PathLike, state: TrainState,
+                     names: tuple[str, ...]) -> TrainState | None:
+  """The newest checkpoint restored into `state`, whose collections `names`
+  keep their given values (they are not in the checkpoint, or, written by
+  an older release, are restored and then replaced)."""
+  if not names:
+    return restore_latest(workdir, state)
+  try:
+    restored = restore_latest(workdir, _without(state, names))
+  except (ValueError, KeyError, TypeError):  # saved with the collections
+    restored = restore_latest(workdir, state)
+  if restored is None:
+    return None
+  return restored.replace(model_state={
+      **restored.model_state,
+      **{c: state.model_state[c] for c in names}})
+
+
 def fit(
     loss_fn: LossFn,
     state_or_params: TrainState | PyTree,
@@ -883,6 +922,7 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     trace_batch_fn: bool | None = None,
     steps_per_call: int | None = None,
+    unsaved_collections: Sequence[str] = (),
 ) -> tuple[TrainState, dict[str, np.ndarray]]:
   """Trains with optax until `state.step == num_steps`; resumes from `workdir`.
 
@@ -966,6 +1006,11 @@ def fit(
       rounding). A call never crosses a multiple of `log_every`,
       `checkpoint_every`, `eval_every` or an epoch end; make those
       multiples of `steps_per_call` to compile one program only.
+    unsaved_collections: names of `model_state` collections that are inputs,
+      not training state (e.g. a frozen black box's parameters that
+      `loss_fn` reads and returns unchanged): checkpoints omit them, and on
+      resume the values given here are used (a checkpoint written with them,
+      by an older release, still restores).
 
   Returns:
     `(state, history)`: the final `TrainState` (replicated over the mesh) and
@@ -1052,7 +1097,9 @@ def fit(
     state = create_train_state(state_or_params, tx, key=key,
                                model_state=model_state)
   state = _place_state(state, replicated)
-  restored = restore_latest(workdir, state) if workdir is not None else None
+  unsaved = _check_unsaved(unsaved_collections, state.model_state)
+  restored = (_restore_without(workdir, state, unsaved)
+              if workdir is not None else None)
   if restored is not None:
     state = restored
   start = int(state.step)
@@ -1161,7 +1208,8 @@ def fit(
       if workdir is not None and (done % checkpoint_every == 0 or
                                   done == num_steps):
         t0 = time.perf_counter()
-        save_checkpoint(workdir, state, done, max_to_keep=max_to_keep)
+        save_checkpoint(workdir, _without(state, unsaved), done,
+                        max_to_keep=max_to_keep)
         last_saved = done
         timer.time += time.perf_counter() - t0  # steps/s counts training only
       if (eval_fn is not None and eval_every is not None and
@@ -1171,7 +1219,8 @@ def fit(
         timer.time += time.perf_counter() - t0
     final = max(start, num_steps)
     if workdir is not None and last_saved != final:
-      save_checkpoint(workdir, state, final, max_to_keep=max_to_keep)
+      save_checkpoint(workdir, _without(state, unsaved), final,
+                      max_to_keep=max_to_keep)
     if eval_fn is not None:
       evaluate(final)
   finally:
