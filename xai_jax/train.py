@@ -922,7 +922,7 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     trace_batch_fn: bool | None = None,
     steps_per_call: int | None = None,
-    unsaved_collections: Sequence[str] = (),
+    unsaved_collections: Sequence[str] | str = (),
 ) -> tuple[TrainState, dict[str, np.ndarray]]:
   """Trains with optax until `state.step == num_steps`; resumes from `workdir`.
 
@@ -1006,8 +1006,8 @@ def fit(
       rounding). A call never crosses a multiple of `log_every`,
       `checkpoint_every`, `eval_every` or an epoch end; make those
       multiples of `steps_per_call` to compile one program only.
-    unsaved_collections: names of `model_state` collections that are inputs,
-      not training state (e.g. a frozen black box's parameters that
+    unsaved_collections: a name or names of `model_state` collections that
+      are inputs, not training state (e.g. a frozen black box's parameters that
       `loss_fn` reads and returns unchanged): checkpoints omit them, and on
       resume the values given here are used (a checkpoint written with them,
       by an older release, still restores).
