@@ -2,10 +2,20 @@
 
   import xai_jax as xj
 
-Modules: `blackbox` (adapters), `relax` (relaxed top-k), `masking` (feature
-groups, baselines), `train` (the optax loop), `nets` (explainer networks),
-`attribution` (gradients, IG, SmoothGrad, Grad-CAM, occlusion, RISE, LIME,
-Shapley values), `metrics`, `data`, `models`, and the methods (`l2x`).
+Every method follows one protocol (`xai_jax.protocol`): `default_config()`,
+`fit(key, model, x, config=None, **overrides)`, `explain(explainer, x, *,
+key=None, target=None) -> Explanation`, and is registered by name in
+`EXPLAINERS`:
+
+  method = xj.EXPLAINERS['l2x']
+  explainer = method.fit(0, box, x_train, k=4)
+  out = method.explain(explainer, x_test)   # out.scores, out.mask
+
+Modules: `blackbox` (adapters, chunked evaluation), `relax` (relaxed top-k),
+`masking` (feature groups, baselines), `train` (the optax loop), `nets`
+(explainer networks), `attribution` (gradients, IG, SmoothGrad, Grad-CAM,
+occlusion, RISE, LIME, Shapley values), `metrics`, `data`, `models`,
+`protocol`, and the methods (`l2x`).
 """
 
 from xai_jax import attribution
@@ -16,6 +26,7 @@ from xai_jax import masking
 from xai_jax import metrics
 from xai_jax import models
 from xai_jax import nets
+from xai_jax import protocol
 from xai_jax import relax
 from xai_jax import train
 from xai_jax.blackbox import BlackBox
@@ -29,6 +40,13 @@ from xai_jax.relax import concrete_topk
 from xai_jax.relax import hard_topk
 from xai_jax.relax import perturbed_topk
 from xai_jax.relax import straight_through_topk
+from xai_jax.protocol import Explanation
 from xai_jax.relax import subset_topk
+
+# name -> method (a module or a small object with default_config/fit/explain).
+EXPLAINERS = {
+    'l2x': l2x,
+    **protocol.ATTRIBUTION_EXPLAINERS,
+}
 
 __version__ = '0.1.0'

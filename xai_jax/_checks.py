@@ -1,4 +1,8 @@
-"""Argument checks shared by every public function.
+"""Argument checks and PRNG key normalisation shared by every public function.
+
+The one home for these rules: every public function that takes a key accepts
+a `jax.random.key`, a raw `uint32[2]` key (`jax.random.PRNGKey`) or an int
+seed, through `as_key`.
 
 They run on concrete (host) values before anything is traced, so a user sees a
 `ValueError` that names the offending argument instead of an XLA trace. Under
@@ -95,3 +99,66 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     raise ValueError(
         f'Unknown {name} {value!r}; expected one of {sorted(choices)}.')
   return value
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+  """Checks that `value` is a Python/numpy int >= `minimum`; returns it as int."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f'{name} must be a Python int, got {value!r}.')
+  if value < minimum:
+    raise ValueError(f'{name} must be >= {minimum}, got {value}.')
+  return int(value)
+
+
+def check_chunk_size(chunk_size: Any) -> int:
+  """Checks the memory bound `chunk_size` (model rows per call, >= 1)."""
+  return check_int('chunk_size', chunk_size, 1)
+
+
+def is_typed_key(x: Any) -> bool:
+  """True for a new-style typed PRNG key array (`jax.random.key`)."""
+  return hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def as_key(name: str, key: Any, *, default_seed: int | None = None,
+           method: str | None = None) -> jax.Array:
+  """Normalises a PRNG key argument to one typed key (the rule everywhere).
+
+  Accepted: a typed key `jax.random.key(seed)` (shape `()`), a raw key
+  `jax.random.PRNGKey(seed)` (`uint32[2]`, wrapped with
+  `jax.random.wrap_key_data`: the same random stream), or an int seed >= 0
+  (`jax.random.key(seed)`). Works on tracers too (typed or raw keys).
+
+  Args:
+    name: the argument's name in error messages ('key').
+    key: the value given.
+    default_seed: the seed used when `key` is None; None = a key is required.
+    method: the calling function's name, for the missing-key message.
+  Returns:
+    a typed PRNG key of shape `()`.
+  Raises:
+    ValueError: naming `name` if the key is missing, negative, batched or not
+      a key at all.
+  """
+  if key is None:
+    if default_seed is None:
+      who = f'{method} is random and needs' if method else 'Missing'
+      raise ValueError(f'{who} a PRNG key: pass {name}=jax.random.key(0) or '
+                       f'an int seed (same key, same output).')
+    key = default_seed
+  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    if key < 0:
+      raise ValueError(f'{name} must be a PRNG key or an int seed >= 0, got '
+                       f'{key}.')
+    return jax.random.key(int(key))
+  if is_typed_key(key):
+    if key.shape != ():
+      raise ValueError(f'{name} must be a single PRNG key, got shape '
+                       f'{key.shape}.')
+    return key
+  if (hasattr(key, 'dtype') and hasattr(key, 'shape')
+      and key.dtype == jnp.uint32 and tuple(key.shape) == (2,)):
+    return jax.random.wrap_key_data(jnp.asarray(key))
+  raise ValueError(
+      f'{name} must be a PRNG key (jax.random.key(seed) or '
+      f'jax.random.PRNGKey(seed)) or an int seed, got {key!r}.')

@@ -500,32 +500,167 @@ def require_differentiable(box: BlackBox, method: str) -> None:
         'rise, lime, kernel_shap, permutation_shap) instead.')
 
 
+# ---------------------------------------------------------------------------
+# Chunked, memory-bounded evaluation: the one home for it. Every explainer and
+# metric that evaluates a model on many rows goes through these functions.
+
+
+def even_chunks(n: int, chunk: int) -> tuple[int, int]:
+  """`(num_chunks, rows_per_chunk)` for `n` rows, chunks as even as possible.
+
+  `rows_per_chunk <= chunk`, and at most `num_chunks - 1` rows of padding
+  are needed to make the chunks equal.
+  """
+  chunk = max(1, min(int(chunk), int(n)))
+  num = -(-int(n) // chunk)
+  return num, -(-int(n) // num)
+
+
+def pad_rows(xs: PyTree, total: int) -> PyTree:
+  """Pads every leaf of `xs` to `total` rows by repeating its last row.
+
+  Repeating a real row (rather than zeros) keeps padded model evaluations
+  finite; the padded outputs are always sliced off.
+  """
+  def pad(a):
+    a = jnp.asarray(a)
+    extra = total - a.shape[0]
+    if not extra:
+      return a
+    return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+  return jax.tree.map(pad, xs)
+
+
+def num_rows(xs: PyTree) -> int:
+  """The shared leading dimension of the leaves of `xs` (ValueError if none)."""
+  leaves = jax.tree.leaves(xs)
+  if not leaves:
+    raise ValueError('xs must hold at least one array.')
+  n = leaves[0].shape[0]
+  if any(l.shape[0] != n for l in leaves):
+    raise ValueError('All arrays in xs must share the leading dimension.')
+  return int(n)
+
+
+def map_batches(fn: Callable[[PyTree], PyTree], xs: PyTree, chunk: int
+                ) -> PyTree:
+  """`fn(xs)` for a row-wise `fn`, evaluated at most `chunk` rows per call.
+
+  `fn` takes a batch (a pytree of `[c, ...]` arrays) and returns a pytree of
+  `[c, ...]` arrays computed row by row (a model forward pass, a masked
+  evaluation). Rows are padded to equal chunks (`even_chunks`) and the
+  chunks run sequentially in one `lax.map`, so `fn` is traced once and peak
+  memory is that of one chunk plus the stacked outputs. Traceable (use it
+  inside a jitted function).
+
+  Args:
+    fn: batch function, pytree of `[c, ...]` -> pytree of `[c, ...]`.
+    xs: pytree of arrays with leading dimension `n`.
+    chunk: rows per call (>= 1).
+  Returns:
+    the outputs for all `n` rows, leading dimension `n`.
+  """
+  n = num_rows(xs)
+  num, c = even_chunks(n, chunk)
+  if num == 1:
+    return fn(xs)
+  xp = jax.tree.map(lambda a: a.reshape((num, c, *a.shape[1:])),
+                    pad_rows(xs, num * c))
+  out = jax.lax.map(fn, xp)
+  return jax.tree.map(lambda a: a.reshape((num * c, *a.shape[2:]))[:n], out)
+
+
+def map_in_chunks(fn: Callable[[PyTree], PyTree], xs: PyTree, chunk: int
+                  ) -> PyTree:
+  """`jnp.stack([fn(x) for x in xs])` for a per-item `fn`, `chunk` items a call.
+
+  `fn` is written for ONE item and vmapped within a chunk; chunks run
+  sequentially (`lax.map(..., batch_size=chunk)` on rows padded to equal
+  chunks, so `fn` is traced once). Use it when each item expands into many
+  model rows (perturbations built inside `fn` from cheap descriptors such as
+  masks or indices): peak memory is one chunk of expanded items.
+
+  Args:
+    fn: per-item function (pytree in, pytree out).
+    xs: pytree of arrays with leading dimension `n`.
+    chunk: items per chunk (>= 1).
+  Returns:
+    the stacked outputs, leading dimension `n`.
+  """
+  n = num_rows(xs)
+  num, chunk = even_chunks(n, chunk)
+  if num == 1:
+    return jax.vmap(fn)(xs)
+  ys = jax.lax.map(fn, pad_rows(xs, num * chunk), batch_size=chunk)
+  return jax.tree.map(lambda y: y[:n], ys)
+
+
+def sum_in_chunks(fn: Callable[[PyTree], PyTree], xs: PyTree, chunk: int
+                  ) -> PyTree:
+  """`sum(fn(x) for x in xs)` for a per-item `fn`, `chunk` items at a time.
+
+  Like `map_in_chunks` but accumulates the sum in a `lax.scan` carry, so only
+  one chunk of outputs ever exists (gradients along an integration path, RISE
+  masks times scores). Padding rows are excluded from the sum.
+
+  Args:
+    fn: per-item function; its outputs are summed over items.
+    xs: pytree of arrays with leading dimension `n`.
+    chunk: items per chunk (>= 1).
+  Returns:
+    the summed outputs (shapes of one `fn` output).
+  """
+  n = num_rows(xs)
+  num, chunk = even_chunks(n, chunk)
+  total = num * chunk
+
+  def chunk_sum(c, valid):
+    ys = jax.vmap(fn)(c)
+    def s(y):
+      v = valid.reshape((-1,) + (1,) * (y.ndim - 1))
+      return jnp.sum(jnp.where(v, y, jnp.zeros_like(y)), axis=0)
+    return jax.tree.map(s, ys)
+
+  if num == 1:
+    return chunk_sum(xs, jnp.ones((n,), bool))
+  xp = jax.tree.map(lambda a: a.reshape((num, chunk, *a.shape[1:])),
+                    pad_rows(xs, total))
+  valid = (jnp.arange(total) < n).reshape(num, chunk)
+  first = jax.tree.map(lambda a: a[0], xp)
+  init = jax.tree.map(jnp.zeros_like,
+                      jax.eval_shape(chunk_sum, first, valid[0]))
+
+  def body(acc, inp):
+    c, v = inp
+    return jax.tree.map(jnp.add, acc, chunk_sum(c, v)), None
+
+  out, _ = jax.lax.scan(body, init, (xp, valid))
+  return out
+
+
 def forward_in_chunks(box: BlackBox, x: Array, chunk_size: int) -> Array:
-  """Evaluates the box on a large batch in chunks (memory-bounded).
+  """The box's raw outputs on a large batch, `chunk_size` rows per call.
+
+  `map_batches` over the box's apply function. Traceable.
 
   Args:
     box: the black box.
     x: `[n, *input_shape]`.
-    chunk_size: rows per model call; bounds peak memory.
+    chunk_size: rows per model call (>= 1); bounds peak memory.
   Returns:
     `[n, num_outputs]`, equal to `box(x)`.
+  Raises:
+    ValueError: `chunk_size` is not a positive int.
   """
-  if chunk_size <= 0:
-    raise ValueError(f'chunk_size must be positive, got {chunk_size}.')
-  n = x.shape[0]
-  if n <= chunk_size:
-    return box.apply_fn(box.params, x)
-  num = -(-n // chunk_size)
-  pad = num * chunk_size - n
-  xp = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x
-  xp = xp.reshape((num, chunk_size, *x.shape[1:]))
-  out = jax.lax.map(functools.partial(box.apply_fn, box.params), xp)
-  return out.reshape((num * chunk_size, *out.shape[2:]))[:n]
+  _checks.check_int('chunk_size', chunk_size, minimum=1)
+  return map_batches(functools.partial(box.apply_fn, box.params), x,
+                     chunk_size)
 
 
 __all__ = [
     'BlackBox', 'NotDifferentiableError', 'OUTPUT_KINDS', 'as_blackbox',
-    'forward_in_chunks', 'from_jax', 'from_linen', 'from_nnx', 'from_numpy',
+    'even_chunks', 'forward_in_chunks', 'map_batches', 'map_in_chunks',
+    'num_rows', 'pad_rows', 'sum_in_chunks', 'from_jax', 'from_linen', 'from_nnx', 'from_numpy',
     'require_differentiable', 'resolve_target', 'select_target',
     'to_log_probs',
 ]
