@@ -139,8 +139,9 @@ def merge_config(defaults: ml_collections.ConfigDict, config: ConfigLike = None,
 # ---------------------------------------------------------------------------
 # The one-call attribution functions under the protocol.
 
-# Arguments of an attribution function that are not options.
-_CALL_ARGS = ('model', 'x', 'key', 'target')
+# Arguments of an attribution function that are not options (`return_info`
+# changes the return type, so `explain` leaves it at its default).
+_CALL_ARGS = ('model', 'x', 'key', 'target', 'return_info')
 
 
 @flax.struct.dataclass
