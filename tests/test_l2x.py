@@ -67,7 +67,8 @@ def xor_model(xor_data):
 
 def test_xor_oracle_finds_the_two_features(xor_model, xor_data):
   _, test = xor_data
-  mask, scores = l2x.explain(xor_model, test.x)
+  out = l2x.explain(xor_model, test.x)
+  mask, scores = out.mask, out.scores
   mask = np.asarray(mask)
   both = np.mean(mask[:, 0] * mask[:, 1])
   assert both > 0.9, both
@@ -81,23 +82,30 @@ def test_xor_oracle_finds_the_two_features(xor_model, xor_data):
 def test_explain_exactly_k_ones_matching_the_logits(xor_model, xor_data):
   _, test = xor_data
   x = test.x[:1000]
-  mask, scores = l2x.explain(xor_model, x)
+  out = l2x.explain(xor_model, x)
+  mask, scores = out.mask, out.scores
   mask, scores = np.asarray(mask), np.asarray(scores)
   assert mask.shape == scores.shape == (1000, 10)
   assert set(np.unique(mask)) <= {0.0, 1.0}
   np.testing.assert_array_equal(mask.sum(1), 2)
   top = np.argsort(-scores, axis=1, kind='stable')[:, :2]
   np.testing.assert_array_equal(np.take_along_axis(mask, top, 1), 1)
-  m3, _ = l2x.explain(xor_model, x, k=3)
+  m3 = l2x.explain(xor_model, x, k=3).mask
   np.testing.assert_array_equal(np.asarray(m3).sum(1), 3)
+  # key and target are accepted (the protocol) and change nothing.
+  same = l2x.explain(xor_model, x, key=1, target=0)
+  np.testing.assert_array_equal(same.mask, mask)
+  np.testing.assert_array_equal(same.scores, scores)
 
 
 def test_explain_chunked_equals_one_batch_and_is_compiled_once(xor_model,
                                                                xor_data):
   _, test = xor_data
-  whole_mask, whole_scores = l2x.explain(xor_model, test.x)
+  out = l2x.explain(xor_model, test.x)
+  whole_mask, whole_scores = out.mask, out.scores
   for chunk in (1000, 1234):  # exact chunks, and chunks with padding
-    m, s = l2x.explain(xor_model, test.x, chunk_size=chunk)
+    out = l2x.explain(xor_model, test.x, chunk_size=chunk)
+    m, s = out.mask, out.scores
     np.testing.assert_array_equal(m, whole_mask)
     np.testing.assert_allclose(s, whole_scores, rtol=1e-5, atol=1e-5)
   before = l2x._explain_jit._cache_size()  # pylint: disable=protected-access
@@ -110,7 +118,7 @@ def test_explain_chunked_equals_one_batch_and_is_compiled_once(xor_model,
 def test_select_inputs_and_accuracy_inputs(xor_model, xor_data):
   _, test = xor_data
   x = test.x[:500]
-  mask, _ = l2x.explain(xor_model, x)
+  mask = l2x.explain(xor_model, x).mask
   xs = np.asarray(l2x.select_inputs(xor_model, x))
   mask = np.asarray(mask)
   np.testing.assert_array_equal(xs[mask == 0], 0.0)
@@ -144,7 +152,7 @@ def test_orange_skin_oracle_finds_the_four_features():
   test = synthetic.make_tabular('orange_skin', 5_000, 1)
   model = l2x.fit(0, train.probs, train.x, k=4, batch_size=250,
                   num_steps=600)
-  mask, _ = l2x.explain(model, test.x)
+  mask = l2x.explain(model, test.x).mask
   mask = np.asarray(mask)
   assert np.mean(mask[:, :4].all(1)) > 0.9
   assert median_rank(mask, [0, 1, 2, 3]) < 2.6  # optimum 2.5
@@ -167,7 +175,7 @@ def test_other_samplers_train_without_nan(sampler, kwargs):
   assert np.all(np.isfinite(hist['loss'])) and len(hist['loss']) == 3
   for leaf in jax.tree.leaves(model.params):
     assert np.all(np.isfinite(leaf))
-  mask, _ = l2x.explain(model, data.x[:50])
+  mask = l2x.explain(model, data.x[:50]).mask
   np.testing.assert_array_equal(np.asarray(mask).sum(1), 2)
 
 
@@ -228,6 +236,10 @@ def test_default_config_follows_the_reference():
           c.epochs, c.l2) == (0.1, 'concrete', 'adam', 1e-3, 1000, 1, 1e-3)
   t = l2x.default_config('text')
   assert (t.tau, t.batch_size, t.optimizer) == (0.5, 40, 'rmsprop')
+  # Every hyper-parameter is a field; k must be given.
+  assert (c.k, c.modality, c.patch, c.vocab_size, c.chunk_size, c.seed) == (
+      None, 'tabular', None, None, None, 0)
+  assert l2x.default_config('image').modality == 'image'
 
 
 # ---------------------------------------------------------- image and text
@@ -243,7 +255,8 @@ def test_tiny_image_task_returns_patch_masks():
                   approximator=nets.ConvApproximator(2, features=(4,),
                                                      dense=16))
   assert model.groups.num_groups == 49
-  mask, scores = l2x.explain(model, data.x[:10])
+  out = l2x.explain(model, data.x[:10])
+  mask, scores = out.mask, out.scores
   assert mask.shape == scores.shape == (10, 49)
   np.testing.assert_array_equal(np.asarray(mask).sum(1), 4)
   kept = np.asarray(l2x.select_inputs(model, data.x[:10]))
@@ -262,7 +275,7 @@ def test_tiny_text_task_never_selects_padding():
                   approximator=nets.TextApproximator(40, 2, k=3, embed_dim=8,
                                                      hidden=8))
   assert model.groups.num_groups == 20
-  mask, _ = l2x.explain(model, data.x)
+  mask = l2x.explain(model, data.x).mask
   mask = np.asarray(mask)
   assert mask.shape == (120, 20)
   np.testing.assert_array_equal(mask.sum(1), 3)
@@ -297,7 +310,7 @@ def test_realx_freezes_the_predictor_in_phase_two(tmp_path):
       jax.tree.leaves(model.params['selector']))]
   assert any(moved)
   assert np.all(np.isfinite(hist['loss']))
-  mask, _ = l2x.explain(model, data.x[:20])
+  mask = l2x.explain(model, data.x[:20]).mask
   np.testing.assert_array_equal(np.asarray(mask).sum(1), 2)
 
 
@@ -321,7 +334,7 @@ def test_blackbox_approximator_trains_only_the_selector():
   assert model.params['approximator'] == {}
   np.testing.assert_array_equal(model.model_state['box']['params'], w)
   assert hist['loss'][-1] < hist['loss'][0]
-  mask, _ = l2x.explain(model, data.x[:1000])
+  mask = l2x.explain(model, data.x[:1000]).mask
   mask = np.asarray(mask)
   assert np.mean(mask[:, 0] * mask[:, 1]) > 0.95
   # Its own approximator accuracy is the black box's post-hoc accuracy.
@@ -406,13 +419,17 @@ def _bad_calls():
       ('realx_keep_prob', lambda: l2x.fit(0, p, x, k=2, realx=True,
                                           realx_keep_prob=0.0)),
       ('key', lambda: l2x.fit('seed', p, x, k=2)),
-      ('blackbox_or_targets', lambda: l2x.fit(0, 'box', x, k=2)),
+      ('model must be a BlackBox', lambda: l2x.fit(0, 'box', x, k=2)),
       ('approximator', lambda: l2x.fit(0, p, x, k=2, approximator='nope')),
       ("approximator='blackbox' needs a BlackBox", lambda: l2x.fit(
           0, p, x, k=2, approximator='blackbox')),
       ("approximator='blackbox' and realx=True", lambda: l2x.fit(
           0, linear10, x, k=2, approximator='blackbox', realx=True,
           batch_size=100)),
+      ("Unknown l2x override field.*'taus'.*valid fields.*'tau'",
+       lambda: l2x.fit(0, p, x, k=2, taus=0.5)),
+      ("Unknown l2x config field.*'kk'", lambda: l2x.fit(0, p, x, {'kk': 2})),
+      ('k is required', lambda: l2x.fit(0, p, x, batch_size=100)),
   ]
 
 

@@ -17,10 +17,11 @@ multiplies its own embeddings by the mask). At explanation time the mask is
 the deterministic top-k of the selector's logits (`relax.hard_topk`: exactly
 k ones per row).
 
-Usage::
+Usage (the explainer protocol of `xai_jax.protocol`)::
 
-    model = l2x.fit(jax.random.key(0), box_or_probs, x_train, k=2)
-    mask, scores = l2x.explain(model, x_test)       # [n, d], [n, d]
+    explainer = l2x.fit(jax.random.key(0), box_or_probs, x_train, k=2)
+    out = l2x.explain(explainer, x_test)
+    out.mask, out.scores                            # [n, d] k-hot, logits
 
 Reference settings (official code, synthetic data): selector Dense(100) x 2 ->
 d logits, approximator x*V -> [Dense(200) -> act -> BN] x 2 -> Dense(2), relu
@@ -71,6 +72,7 @@ from xai_jax import _checks
 from xai_jax import blackbox as bb
 from xai_jax import masking
 from xai_jax import nets
+from xai_jax import protocol
 from xai_jax import relax
 from xai_jax import train
 
@@ -88,17 +90,24 @@ _TARGET_ATOL = 1e-3  # rows of the targets must sum to 1 within this
 
 
 def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
-  """L2X's reference hyper-parameters for a modality (an ml_collections ConfigDict).
+  """L2X's hyper-parameters for a modality (an ml_collections ConfigDict).
 
   'tabular' follows the official synthetic code exactly; 'text' the IMDB
   word-level code (tau 0.5, RMSprop, batch 40, 5 epochs); 'image' (the
   MNIST code was never released) uses our choice: tau 0.5, Adam 1e-3,
-  batch 100, 5 epochs.
+  batch 100, 5 epochs. Every field can be overridden by name in `fit`
+  (`fit(key, model, x, config, k=2, tau=0.5)`); None = not set.
 
-  Fields (None = not set; `fit` arguments override them):
+  Fields:
+    k: the number of groups to select, `1 <= k <= d` (required).
+    modality: 'tabular', 'image' or 'text' (chooses these defaults, the
+      default groups and the default nets).
+    patch: patch size of the default image groups (None: 4).
+    vocab_size: V for text (None: max(x) + 1).
     tau: Concrete temperature tau of the relaxed top-k (L2X Eq. 5).
     sampler: relaxed top-k of `xai_jax.relax` ('concrete' = L2X).
-    sampler_kwargs: extra options of the sampler (e.g. num_samples).
+    sampler_kwargs: extra options of the sampler (e.g. num_samples; M =
+      `PERTURBED_NUM_SAMPLES` for 'perturbed' when not set).
     optimizer, learning_rate: optax optimizer (Adam, eta = 1e-3).
     batch_size: rows per step.
     epochs: passes over the data (num_steps = epochs * (n // batch_size)).
@@ -108,20 +117,26 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
     activation: hidden activation of the tabular/image nets ('relu' for XOR
       and orange skin, 'selu' for additive and switch).
     realx: REAL-X two-phase training instead of joint training.
-    realx_num_steps: phase-1 steps (default: num_steps).
+    realx_num_steps: phase-1 steps (None: num_steps).
     realx_keep_prob: p of the Bernoulli(p) group masks of phase 1 (0.5).
     approximator: 'learned' (L2X: a network trained jointly with the
       selector) or 'blackbox' (q = the explained model on the masked input,
       frozen; only the selector trains: `nets.BlackBoxApproximator`).
+    chunk_size: rows per jitted chunk when computing the black box's
+      targets and explaining (None: 65536 tabular, 1024 image, 4096 text).
     log_every: the training loop's log period in steps.
     steps_per_call: optimizer steps per jitted call of the training loop
       (`train.fit`; a `lax.scan`, same result as 1 up to float rounding):
       10 for tabular (~10% faster on CPU for the small MLPs), 1 for images
       and text (XLA:CPU runs convolutions inside a loop ~4x slower).
-    seed: used when `fit` gets key=None.
+    seed: the PRNG seed used when `fit` gets key=None.
   """
   _checks.check_choice('modality', modality, MODALITIES)
   c = ml_collections.ConfigDict()
+  c.k = None               # k: number of selected groups (required)
+  c.modality = modality
+  c.patch = None           # image groups: patch x patch pixels (None: 4)
+  c.vocab_size = None      # V, text vocabulary size (None: max(x) + 1)
   c.tau = 0.1              # tau: Concrete temperature (L2X: 0.1 synthetic)
   c.sampler = 'concrete'   # V(theta, zeta): relaxed top-k, L2X Eq. (5)
   c.sampler_kwargs = ml_collections.ConfigDict()
@@ -129,13 +144,14 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3   # eta
   c.batch_size = 1000
   c.epochs = 1
-  c.num_steps = ml_collections.FieldReference(None, field_type=int)
+  c.num_steps = None       # total steps (None: epochs * (n // batch_size))
   c.l2 = 1e-3              # lambda of lambda * sum ||W||^2 (Keras l2(1e-3))
   c.activation = 'relu'
   c.realx = False
-  c.realx_num_steps = ml_collections.FieldReference(None, field_type=int)
+  c.realx_num_steps = None  # REAL-X phase-1 steps (None: num_steps)
   c.realx_keep_prob = 0.5  # p of s_i ~ Bernoulli(p) (REAL-X / EVAL-X)
-  c.approximator = 'learned'  # or 'blackbox': q = the frozen black box
+  c.approximator = 'learned'  # q: 'learned' or 'blackbox' (the frozen box)
+  c.chunk_size = None      # rows per jitted chunk (None: per modality)
   c.log_every = 100
   c.steps_per_call = 10 if modality == 'tabular' else 1
   c.seed = 0
@@ -177,6 +193,8 @@ class L2XModel:
     sampler: the relaxed top-k used in training.
     tau: its temperature.
     realx: True if trained with REAL-X's fixed predictor.
+    chunk_size: rows per jitted chunk of `explain` and the other functions
+      of a fitted model (None: 65536 tabular, 1024 image, 4096 text).
   """
 
   params: PyTree
@@ -191,6 +209,7 @@ class L2XModel:
   sampler: str = flax.struct.field(pytree_node=False, default='concrete')
   tau: float = flax.struct.field(pytree_node=False, default=0.1)
   realx: bool = flax.struct.field(pytree_node=False, default=False)
+  chunk_size: int | None = flax.struct.field(pytree_node=False, default=None)
 
   @property
   def num_groups(self) -> int:
@@ -397,11 +416,11 @@ def _check_targets(targets: Any, n: int, name: str = 'targets') -> np.ndarray:
   return np.clip(t, 0.0, 1.0).astype(np.float32)
 
 
-def _resolve_targets(blackbox_or_targets: Any, x: Any, modality: str,
+def _resolve_targets(model: Any, x: Any, modality: str,
                      chunk_size: int) -> np.ndarray:
   """Soft targets `[n, c]` from a BlackBox, a probs callable, or an array."""
   n = x.shape[0]
-  obj = blackbox_or_targets
+  obj = model
   if isinstance(obj, bb.BlackBox):
     return _check_targets(_targets_from_box(obj, x, chunk_size), n,
                           'the black box probabilities')
@@ -412,12 +431,12 @@ def _resolve_targets(blackbox_or_targets: Any, x: Any, modality: str,
                       input_dtype='int' if modality == 'text' else 'float',
                       name=getattr(obj, '__name__', 'callable'))
     return _check_targets(_targets_from_box(box, x, chunk_size), n,
-                          'the outputs of blackbox_or_targets (a callable is '
+                          'the outputs of model (a callable is '
                           'read as returning probabilities; wrap a logits '
                           "function with blackbox.from_jax(output='logits'))")
   if hasattr(obj, 'shape') or isinstance(obj, (list, tuple)):
     return _check_targets(obj, n)
-  raise ValueError('blackbox_or_targets must be a BlackBox, a callable '
+  raise ValueError('model must be a BlackBox, a callable '
                    'returning probabilities, or soft targets [n, num_classes],'
                    f' got {type(obj).__name__}.')
 
@@ -450,15 +469,6 @@ def _sampler_fn(name: str, tau: Any, kwargs: Mapping[str, Any] | None
     kwargs.setdefault('num_samples', PERTURBED_NUM_SAMPLES)
   tau = float(tau)
   return lambda key, logits, k: fn(key, logits, k, tau, **kwargs)
-
-
-def _cfg_get(config: Any, name: str, value: Any) -> Any:
-  if value is not None:
-    return value
-  v = config.get(name, None)
-  if isinstance(v, ml_collections.ConfigDict):
-    v = v.to_dict()
-  return v
 
 
 # ----------------------------------------------------------------------------
@@ -578,34 +588,16 @@ def _batch_fn(data: dict[str, np.ndarray], batch_size: int, seed_key: Array
 
 def fit(
     key: Array | int | None,
-    blackbox_or_targets: bb.BlackBox | Callable[[Array], Array] | Any,
+    model: bb.BlackBox | Callable[[Array], Array] | Any,
     x: Any,
+    config: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
     *,
-    k: int,
     groups: masking.FeatureGroups | None = None,
-    modality: str = 'tabular',
-    sampler: str | None = None,
-    tau: float | None = None,
-    num_steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    optimizer: str | None = None,
-    l2: float | None = None,
-    activation: str | None = None,
-    sampler_kwargs: Mapping[str, Any] | None = None,
     selector: nn.Module | None = None,
     approximator: nn.Module | str | None = None,
-    patch: int | tuple[int, int] | None = None,
-    vocab_size: int | None = None,
-    realx: bool | None = None,
-    realx_num_steps: int | None = None,
-    realx_keep_prob: float | None = None,
-    config: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
     workdir: str | None = None,
-    chunk_size: int | None = None,
-    log_every: int | None = None,
     return_history: bool = False,
+    **overrides: Any,
 ) -> L2XModel | tuple[L2XModel, dict[str, Any]]:
   """Trains an L2X explainer (selector + approximator jointly, L2X Eq. 6/8).
 
@@ -619,53 +611,38 @@ def fit(
   front in jitted chunks (or given soft targets, e.g. the true P(Y|X) of
   synthetic data: L2X's own setting), and unselected groups set to 0.
 
-  Arguments left None are read from `config` (default:
-  `default_config(modality)`).
+  The hyper-parameters are the fields of `default_config(modality)`:
+  `config` (a ConfigDict or dict of some of them) and then `overrides`
+  (field=value) are merged into it (`protocol.merge_config`), e.g.
+  `fit(key, box, x, k=2, sampler='subset', config=cfg)`. `modality` is read
+  first and chooses the defaults.
 
   Args:
     key: PRNG key or int seed (None: `config.seed`). Same key, same model.
-    blackbox_or_targets: a `BlackBox` whose output is a distribution
+    model: the explained model: a `BlackBox` whose output is a distribution
       ('logits', 'probs', 'log_probs'); or a JAX callable `x -> probs[n, c]`;
       or soft targets `[n, c]` (rows summing to 1).
     x: training inputs `[n, *input_shape]`: float (tabular `[n, d]`, image
       `[n, H, W, C]`) or int token ids `[n, L]` (text, 0 = PAD).
-    k: number of groups to select, `1 <= k <= d`.
+    config: a ConfigDict/dict of fields of `default_config` (None: the
+      defaults).
     groups: the feature groups `d` is counted over; default: every feature
       (tabular), `patch x patch` patches (image), tokens (text).
-    modality: 'tabular', 'image' or 'text' (picks the default nets).
-    sampler: relaxed top-k by name (`relax.SAMPLERS` minus 'hard').
-    tau: its temperature (> 0).
-    num_steps: total training steps (overrides epochs).
-    epochs: passes over x (steps per epoch = n // batch_size).
-    batch_size: rows per step.
-    learning_rate: eta of the optimizer.
-    optimizer: 'adam', 'adamw', 'sgd' or 'rmsprop'.
-    l2: lambda of the L2 penalty on the regularised layers.
-    activation: hidden activation of the default tabular/image nets.
-    sampler_kwargs: extra sampler options (e.g. `{'num_samples': 8}` for
-      'perturbed'; its default here is M = `PERTURBED_NUM_SAMPLES` = 128).
     selector: a custom selector module `x -> logits[b, d]` (default
       `nets.make_selector(modality, ...)`).
     approximator: a custom approximator module `(x, mask) -> logits[b, c]`,
-      or 'learned' (the default net of the modality, trained jointly) or
-      'blackbox': the black box itself on the masked input,
-      `q(y | x_S) = f(x * mask)_y`, frozen, so only the selector trains and
-      the objective is the model's own fidelity on x_S (post-hoc accuracy);
-      the selection cannot encode the class for a co-trained decoder.
-      Needs a `BlackBox` on float inputs (tabular, image) as
-      `blackbox_or_targets`.
-    patch: patch size of the default image groups (default 4).
-    vocab_size: V for text (default max(x) + 1).
-    realx: REAL-X training (phase 1: approximator on Bernoulli masks; phase
-      2: frozen approximator, selector only).
-    realx_num_steps: phase-1 steps (default num_steps).
-    realx_keep_prob: p of the phase-1 Bernoulli(p) masks.
-    config: a ConfigDict/dict of the fields of `default_config`.
+      or the name of the config field `approximator`: 'learned' (the default
+      net of the modality, trained jointly) or 'blackbox': the black box
+      itself on the masked input, `q(y | x_S) = f(x * mask)_y`, frozen, so
+      only the selector trains and the objective is the model's own
+      fidelity on x_S (post-hoc accuracy); the selection cannot encode the
+      class for a co-trained decoder. 'blackbox' needs a `BlackBox` on
+      float inputs (tabular, image) as `model`.
     workdir: checkpoints and metrics of `train.fit` (REAL-X: `workdir/
       realx_predictor` and `workdir/realx_selector`); reruns resume.
-    chunk_size: rows per jitted chunk for the black-box targets.
-    log_every: log period of the training loop.
     return_history: also return the training history of `train.fit`.
+    **overrides: fields of `default_config` by name (k, tau, sampler,
+      num_steps, batch_size, modality, patch, vocab_size, chunk_size, ...).
 
   Returns:
     The `L2XModel` (and, if `return_history`, a dict of history arrays:
@@ -673,56 +650,59 @@ def fit(
     phase-1 entries prefixed 'predictor/').
 
   Raises:
-    ValueError: bad k / tau / sampler / modality / groups / x / targets, or a
-      black box that does not output a distribution.
+    ValueError: an unknown config field (the message lists the valid ones),
+      bad k / tau / sampler / modality / groups / x / targets, or a black box
+      that does not output a distribution.
   """
-  # ---- names and config.
+  # ---- config.
+  if isinstance(approximator, str):
+    overrides = {**overrides, 'approximator': approximator}
+    approximator = None
+  modality = protocol.peek('modality', config, overrides, 'tabular')
   _checks.check_choice('modality', modality, MODALITIES)
-  if config is None:
-    config = default_config(modality)
-  elif not isinstance(config, ml_collections.ConfigDict):
-    base = default_config(modality)
-    base.update(dict(config))
-    config = base
-  sampler = _cfg_get(config, 'sampler', sampler)
+  cfg = protocol.merge_config(default_config(modality), config, overrides,
+                              method='l2x')
+  sampler = cfg.sampler
   _checks.check_choice('sampler', sampler, relax.SAMPLERS)
-  tau = _cfg_get(config, 'tau', tau)
-  sampler_kwargs = _cfg_get(config, 'sampler_kwargs', sampler_kwargs) or {}
-  sample = _sampler_fn(sampler, tau, sampler_kwargs)
-  l2 = float(_cfg_get(config, 'l2', l2))
+  tau = cfg.tau
+  sample = _sampler_fn(sampler, tau, cfg.sampler_kwargs.to_dict())
+  l2 = float(cfg.l2)
   if not math.isfinite(l2) or l2 < 0:
     raise ValueError(f'l2 must be >= 0, got {l2}.')
-  activation = _cfg_get(config, 'activation', activation)
+  activation = cfg.activation
   _checks.check_choice('activation', activation, nets.ACTIVATIONS)
-  realx = bool(_cfg_get(config, 'realx', realx))
-  keep_prob = float(_cfg_get(config, 'realx_keep_prob', realx_keep_prob))
+  realx = bool(cfg.realx)
+  keep_prob = float(cfg.realx_keep_prob)
   if not 0.0 < keep_prob <= 1.0:
     raise ValueError(f'realx_keep_prob must be in (0, 1], got {keep_prob}.')
-  log_every = _check_positive_int(
-      'log_every', _cfg_get(config, 'log_every', log_every))
-  if approximator is None or isinstance(approximator, str):
-    approximator = _cfg_get(config, 'approximator', approximator) or 'learned'
+  log_every = _check_positive_int('log_every', cfg.log_every)
+  if approximator is None:
+    approximator = cfg.approximator
     _checks.check_choice('approximator', approximator, APPROXIMATORS)
     if approximator == 'blackbox':
-      if not isinstance(blackbox_or_targets, bb.BlackBox):
+      if not isinstance(model, bb.BlackBox):
         raise ValueError("approximator='blackbox' needs a BlackBox as "
-                         'blackbox_or_targets (soft targets or a plain '
-                         'callable cannot score masked inputs).')
+                         'model (soft targets or a plain callable cannot '
+                         'score masked inputs).')
       if realx:
         raise ValueError("approximator='blackbox' and realx=True exclude "
                          "each other: REAL-X trains its own predictor.")
-  key = _as_key(key, config.get('seed', 0))
+  key = _checks.as_key('key', key, default_seed=cfg.seed)
+  if cfg.k is None:
+    raise ValueError('k is required: the number of groups to select, '
+                     'fit(key, model, x, k=...) or config.k.')
 
   # ---- data, groups, k.
   x = _check_x(x, modality)
   n = int(x.shape[0])
   input_shape = tuple(int(s) for s in x.shape[1:])
   if groups is None:
-    groups = _default_groups(modality, input_shape, patch)
+    groups = _default_groups(modality, input_shape, cfg.patch)
   else:
     _check_groups(groups, input_shape)
-  k = _check_k(k, groups)
+  k = _check_k(cfg.k, groups)
   d = groups.num_groups
+  vocab_size = cfg.vocab_size
   if modality == 'text':
     vmax = int(np.max(np.asarray(x)))
     if vocab_size is None:
@@ -730,27 +710,25 @@ def fit(
     vocab_size = _check_positive_int('vocab_size', vocab_size)
     if vmax >= vocab_size:
       raise ValueError(f'x holds token id {vmax} >= vocab_size={vocab_size}.')
-  chunk_size = _check_positive_int('chunk_size', chunk_size or _CHUNK[modality])
-  targets = _resolve_targets(blackbox_or_targets, x, modality, chunk_size)
+  chunk_size = _check_positive_int('chunk_size',
+                                   cfg.chunk_size or _CHUNK[modality])
+  targets = _resolve_targets(model, x, modality, chunk_size)
   num_classes = int(targets.shape[1])
 
   # ---- schedule.
-  batch_size = _check_positive_int('batch_size',
-                                   _cfg_get(config, 'batch_size', batch_size))
+  batch_size = _check_positive_int('batch_size', cfg.batch_size)
   if batch_size > n:
     raise ValueError(f'batch_size={batch_size} is larger than the number of '
                      f'rows of x (n={n}).')
-  num_steps = _cfg_get(config, 'num_steps', num_steps)
+  num_steps = cfg.num_steps
   if num_steps is None:
-    epochs = _check_positive_int('epochs', _cfg_get(config, 'epochs', epochs))
-    num_steps = epochs * (n // batch_size)
+    num_steps = _check_positive_int('epochs', cfg.epochs) * (n // batch_size)
   num_steps = _check_positive_int('num_steps', num_steps, allow_zero=True)
-  realx_num_steps = _cfg_get(config, 'realx_num_steps', realx_num_steps)
+  realx_num_steps = cfg.realx_num_steps
   realx_num_steps = _check_positive_int(
       'realx_num_steps', num_steps if realx_num_steps is None
       else realx_num_steps, allow_zero=True)
-  opt_cfg = {'optimizer': _cfg_get(config, 'optimizer', optimizer),
-             'learning_rate': _cfg_get(config, 'learning_rate', learning_rate)}
+  opt_cfg = {'optimizer': cfg.optimizer, 'learning_rate': cfg.learning_rate}
   train.make_optimizer(opt_cfg)  # validates names and numbers
 
   # ---- modules and initial parameters.
@@ -759,7 +737,7 @@ def fit(
                                   activation=activation, vocab_size=vocab_size)
   box_state = None
   if approximator == 'blackbox':
-    approximator, box_state = nets.blackbox_approximator(blackbox_or_targets)
+    approximator, box_state = nets.blackbox_approximator(model)
   elif isinstance(approximator, str):  # 'learned'
     approximator = nets.make_approximator(
         modality, num_classes=num_classes, k=k, activation=activation,
@@ -775,9 +753,8 @@ def fit(
                      f'{tuple(logits0.shape)} per batch of {x0.shape[0]}.')
 
   data = {'x': np.asarray(x), 'targets': targets}
-  steps_per_call = config.get('steps_per_call', None)
   fit_kw = dict(batch_size=batch_size, log_every=log_every,
-                steps_per_call=1 if steps_per_call is None else steps_per_call)
+                steps_per_call=cfg.steps_per_call)
   history: dict[str, Any] = {}
 
   if not realx:
@@ -815,12 +792,12 @@ def fit(
     history.update({f'predictor/{name}': v for name, v in hist1.items()})
     params = {'selector': state2.params, 'approximator': app_params}
 
-  model = L2XModel(params=params, model_state=model_state, groups=groups,
-                   selector=selector, approximator=approximator, k=k,
-                   modality=modality, num_classes=num_classes,
-                   input_shape=input_shape, sampler=sampler, tau=float(tau),
-                   realx=realx)
-  return (model, history) if return_history else model
+  explainer = L2XModel(
+      params=params, model_state=model_state, groups=groups,
+      selector=selector, approximator=approximator, k=k, modality=modality,
+      num_classes=num_classes, input_shape=input_shape, sampler=sampler,
+      tau=float(tau), realx=realx, chunk_size=chunk_size)
+  return (explainer, history) if return_history else explainer
 
 
 # ----------------------------------------------------------------------------
@@ -842,7 +819,8 @@ def _check_model_input(model: L2XModel, x: Any, k: int | None
 
 
 def _chunk_for(model: L2XModel, chunk_size: int | None) -> int:
-  return _check_positive_int('chunk_size', chunk_size or _CHUNK[model.modality])
+  return _check_positive_int(
+      'chunk_size', chunk_size or model.chunk_size or _CHUNK[model.modality])
 
 
 @functools.partial(jax.jit, static_argnames=('selector', 'k', 'chunk_size'))
@@ -854,8 +832,9 @@ def _explain_jit(selector: nn.Module, params: PyTree, x: Array, *, k: int,
   return _chunked(one, x, chunk_size)
 
 
-def explain(model: L2XModel, x: Any, *, k: int | None = None,
-            chunk_size: int | None = None) -> tuple[Array, Array]:
+def explain(model: L2XModel, x: Any, *, key: Any = None, target: Any = None,
+            k: int | None = None, chunk_size: int | None = None
+            ) -> protocol.Explanation:
   """L2X explanations: the hard top-k of the selector's logits.
 
   At test time L2X replaces the relaxed sample V(theta, zeta) by the
@@ -867,18 +846,24 @@ def explain(model: L2XModel, x: Any, *, k: int | None = None,
   Args:
     model: a fitted `L2XModel`.
     x: `[n, *input_shape]` inputs to explain.
+    key: unused (the explanation is deterministic); accepted for the
+      explainer protocol.
+    target: unused: L2X explains the prediction of the model it was trained
+      on (its soft targets); accepted for the explainer protocol.
     k: groups to select (default `model.k`), `1 <= k <= d`.
-    chunk_size: rows per chunk (default 65536 tabular, 1024 image, 4096
-      text).
+    chunk_size: rows per chunk (default `model.chunk_size`, else 65536
+      tabular, 1024 image, 4096 text).
 
   Returns:
-    `(mask, scores)`: `mask[n, d]` float32 with exactly k ones per row (1 =
-    selected group), and `scores[n, d]` the selector logits (a ranking of
-    all groups; PAD tokens get `nets.PAD_LOGIT`).
+    `Explanation(scores, mask)`: `scores[n, d]` the selector logits (a
+    ranking of all groups; PAD tokens get `nets.PAD_LOGIT`) and `mask[n, d]`
+    float32 with exactly k ones per row (1 = selected group).
   """
+  del key, target
   x, k = _check_model_input(model, x, k)
-  return _explain_jit(model.selector, model.params['selector'], x, k=k,
-                      chunk_size=_chunk_for(model, chunk_size))
+  mask, scores = _explain_jit(model.selector, model.params['selector'], x,
+                              k=k, chunk_size=_chunk_for(model, chunk_size))
+  return protocol.Explanation(scores=scores, mask=mask)
 
 
 @functools.partial(
@@ -953,7 +938,8 @@ def approximator_logits(model: L2XModel, x: Any, *, k: int | None = None,
   """
   x, k = _check_model_input(model, x, k)
   return _approx_jit(model.selector, model.approximator, model.params,
-                     model.model_state, model.groups, x, k=k, chunk_size=_chunk_for(model, chunk_size),
+                     model.model_state, model.groups, x, k=k,
+                     chunk_size=_chunk_for(model, chunk_size),
                      identity=_is_identity(model.groups))
 
 
