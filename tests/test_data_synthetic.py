@@ -454,3 +454,23 @@ def test_load_registry():
   assert 'tfds:' in str(e.value) and 'xor' in str(e.value)
   with pytest.raises(ValueError, match='tfds'):
     data.load('tfds:')
+
+
+# ----------------------------------------------------------------- oracle
+@pytest.mark.parametrize('name', list(syn.TABULAR))
+def test_oracle_blackbox_is_the_true_distribution(name):
+  ds = syn.make_tabular(name, 2000, 3)
+  box = syn.oracle_blackbox(name)
+  assert box.output == 'logits' and box.input_shape == (10,)
+  probs = np.asarray(box.probs(jnp.asarray(ds.x)))
+  np.testing.assert_allclose(probs, syn.TABULAR[name](ds.x), atol=2e-5)
+  # Gradients of the centred log-odds do not saturate where P(Y|X) ~ 0 / 1.
+  g = jax.vmap(jax.grad(lambda v: box(v[None])[0, 1]))(jnp.asarray(ds.x))
+  assert np.all(np.isfinite(np.asarray(g)))
+  gt = ds.ground_truth
+  assert np.mean(np.sum(np.abs(np.asarray(g)) > 0, -1) >= gt.sum(-1)) > 0.99
+
+
+def test_oracle_blackbox_rejects_other_sets():
+  with pytest.raises(ValueError, match='name.*xor'):
+    syn.oracle_blackbox('images')

@@ -8,6 +8,7 @@
 
 Every loader returns a `Dataset` (numpy arrays: x [n, ...], y [n], probs,
 ground_truth, num_classes, name, meta). Nothing is downloaded at run time.
+`oracle_blackbox(name)` is the true P(Y|X) of a tabular set as a black box.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from xai_jax.data.synthetic import make_tabular
 from xai_jax.data.synthetic import make_text
 from xai_jax.data.synthetic import nonlinear_additive_logit
 from xai_jax.data.synthetic import nonlinear_additive_probs
+from xai_jax.data.synthetic import oracle_blackbox
 from xai_jax.data.synthetic import orange_skin_logit
 from xai_jax.data.synthetic import orange_skin_probs
 from xai_jax.data.synthetic import probs_from_logit
@@ -89,7 +91,7 @@ __all__ = [
     'class_pair', 'decode_tokens', 'encode_texts', 'load',
     'load_fashion_mnist', 'load_tfds', 'make_images', 'make_patterns',
     'make_tabular', 'make_text', 'nonlinear_additive_logit',
-    'nonlinear_additive_probs', 'orange_skin_logit', 'orange_skin_probs',
+    'nonlinear_additive_probs', 'oracle_blackbox', 'orange_skin_logit', 'orange_skin_probs',
     'probs_from_logit', 'read_idx', 'switch_probs', 'text_vocab', 'tokenize',
     'write_idx', 'xor_logit', 'xor_probs',
 ]

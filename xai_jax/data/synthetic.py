@@ -26,6 +26,7 @@ returned are numpy; `jnp.asarray` moves them to a device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping
 
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax import _checks
+from xai_jax import blackbox as bb
 
 # ----------------------------------------------------------------------------
 # The data set container shared by the whole data package.
@@ -94,15 +96,6 @@ class Dataset:
 # ----------------------------------------------------------------------------
 # Argument helpers.
 # ----------------------------------------------------------------------------
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-  """Returns `value` as int, or raises ValueError naming `name`."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f'{name} must be an int, got {value!r}.')
-  if value < minimum:
-    raise ValueError(f'{name} must be >= {minimum}, got {value}.')
-  return int(value)
 
 
 def _seed_words(key_or_seed: Any) -> list[int]:
@@ -247,6 +240,55 @@ TABULAR_FEATURES: dict[str, tuple[tuple[int, ...], ...]] = {
     'switch': ((0, 1, 2, 3, 9), (4, 5, 6, 7, 9)),
 }
 
+def _oracle_logits(name: str) -> Callable[[jax.Array], jax.Array]:
+  """Centred log-odds `[n, 10] -> [n, 2]` whose softmax is `TABULAR[name]`."""
+  softplus = jax.nn.softplus
+
+  def fn(x: jax.Array) -> jax.Array:
+    if name == 'switch':
+      s = 2.0 * SWITCH_SHIFT * x[..., 9]
+      log_w, log_1mw = -softplus(-s), -softplus(s)   # P(orange | X10)
+      fo = orange_skin_logit(x[..., 0:4])
+      fa = nonlinear_additive_logit(x[..., 4:8])
+      # P(Y=1 | f) = 1 / (1 + e^f): log = -softplus(f).
+      lp1 = jnp.logaddexp(log_w - softplus(fo), log_1mw - softplus(fa))
+      lp0 = jnp.logaddexp(log_w - softplus(-fo), log_1mw - softplus(-fa))
+      g = lp1 - lp0
+    else:
+      f = {'xor': xor_logit, 'orange_skin': orange_skin_logit,
+           'nonlinear_additive': nonlinear_additive_logit}[name](x)
+      g = -f
+    return jnp.stack([-0.5 * g, 0.5 * g], axis=-1)
+
+  fn.__name__ = f'oracle_{name}'
+  return fn
+
+
+@functools.lru_cache(maxsize=None)
+def oracle_blackbox(name: str) -> bb.BlackBox:
+  """The true P(Y|X) of an L2X tabular set as a logits black box.
+
+  L2X's own setting explains this function (Chen et al. 2018, §4.1).
+  `softmax(box(x)) == TABULAR[name](x)` up to float rounding, `x [n, 10]
+  -> logits [n, 2]`: the centred log-odds `[-g/2, g/2]` with
+  `g = log P(Y=1|X) - log P(Y=0|X)`, computed in log space, so the
+  gradient of either logit (+-dg/2) never saturates (a probability box's
+  gradient underflows to 0 where |f| > ~17 in float32, e.g. on ~40% of the
+  nonlinear additive rows). Switch: the Bayes mixture of `switch_probs`.
+
+  Args:
+    name: 'xor', 'orange_skin', 'nonlinear_additive' or 'switch'.
+  Returns:
+    a `blackbox.BlackBox` (input shape `(10,)`, output 'logits').
+  Raises:
+    ValueError: `name` is not a tabular set (the message lists them).
+  """
+  _checks.check_choice('name', name, TABULAR)
+  return bb.from_jax(_oracle_logits(name),
+                     input_shape=(NUM_TABULAR_FEATURES,), output='logits',
+                     name=f'oracle_{name}')
+
+
 LABEL_MODES = ('sample', 'argmax')
 RNG_MODES = ('numpy', 'legacy')
 
@@ -327,7 +369,7 @@ def make_tabular(
     [n, 10], num_classes 2, meta {'k', 'regime' (switch only)}.
   """
   _checks.check_choice('name', name, TABULAR)
-  n = _check_int('n', n)
+  n = _checks.check_int('n', n)
   _checks.check_choice('label', label, LABEL_MODES)
   _checks.check_choice('rng', rng, RNG_MODES)
   if legacy_switch_bug and name != 'switch':
@@ -413,10 +455,10 @@ def make_patterns(
   distinct. Fixed by `pattern_seed` (not by the data key), so train and test
   sets drawn with different keys share the patterns.
   """
-  num_classes = _check_int('num_classes', num_classes, 2)
-  patch = _check_int('patch', patch)
-  pattern_patches = _check_int('pattern_patches', pattern_patches)
-  pixels_per_patch = _check_int('pixels_per_patch', pixels_per_patch)
+  num_classes = _checks.check_int('num_classes', num_classes, 2)
+  patch = _checks.check_int('patch', patch)
+  pattern_patches = _checks.check_int('pattern_patches', pattern_patches)
+  pixels_per_patch = _checks.check_int('pixels_per_patch', pixels_per_patch)
   if pixels_per_patch >= patch * patch:
     raise ValueError(f'pixels_per_patch must be < patch**2 = {patch * patch}, '
                      f'got {pixels_per_patch}.')
@@ -489,14 +531,14 @@ def make_images(
     'patterns' bool [C, P*patch, P*patch], 'patch', 'k' (= P^2 cells),
     'class_names'.
   """
-  n = _check_int('n', n)
-  size = _check_int('size', size)
-  patch = _check_int('patch', patch)
+  n = _checks.check_int('n', n)
+  size = _checks.check_int('size', size)
+  patch = _checks.check_int('patch', patch)
   if size % patch:
     raise ValueError(f'size={size} must be a multiple of patch={patch}.')
   g = size // patch
-  c = _check_int('num_classes', num_classes, 2)
-  p = _check_int('pattern_patches', pattern_patches)
+  c = _checks.check_int('num_classes', num_classes, 2)
+  p = _checks.check_int('pattern_patches', pattern_patches)
   if c * p * p > g * g:
     raise ValueError(
         f'num_classes * pattern_patches**2 = {c * p * p} pieces do not fit in '
@@ -668,21 +710,21 @@ def make_text(
     bool [n, L], 'class_token_ids' int32 [C, T], 'k' (= num_planted),
     'class_names', 'pad_id'.
   """
-  n = _check_int('n', n)
-  seq_len = _check_int('seq_len', seq_len)
-  c = _check_int('num_classes', num_classes, 2)
-  k = _check_int('num_planted', num_planted)
-  t = _check_int('tokens_per_class', tokens_per_class)
-  nd = _check_int('num_distractors', num_distractors, 0)
+  n = _checks.check_int('n', n)
+  seq_len = _checks.check_int('seq_len', seq_len)
+  c = _checks.check_int('num_classes', num_classes, 2)
+  k = _checks.check_int('num_planted', num_planted)
+  t = _checks.check_int('tokens_per_class', tokens_per_class)
+  nd = _checks.check_int('num_distractors', num_distractors, 0)
   if nd >= k:
     raise ValueError(f'num_distractors must be < num_planted={k}, got {nd}.')
-  vocab_size = _check_int('vocab_size', vocab_size)
+  vocab_size = _checks.check_int('vocab_size', vocab_size)
   if vocab_size <= 1 + c * t:
     raise ValueError(f'vocab_size must be > 1 + num_classes * tokens_per_class'
                      f' = {1 + c * t}, got {vocab_size}.')
   if min_len is None:
     min_len = min(seq_len, max(seq_len // 2, k + nd))
-  min_len = _check_int('min_len', min_len)
+  min_len = _checks.check_int('min_len', min_len)
   if not k + nd <= min_len <= seq_len:
     raise ValueError(f'min_len must be in [num_planted + num_distractors, '
                      f'seq_len] = [{k + nd}, {seq_len}], got {min_len}.')
