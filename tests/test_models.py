@@ -54,3 +54,43 @@ def test_unknown_names():
     models.make_model('resnet', num_classes=2)
   with pytest.raises(ValueError, match='activation'):
     models.make_model('mlp', num_classes=2, activation='swishy')
+
+
+def test_embedding_blackbox_is_the_text_model_on_embeddings():
+  from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
+  m = models.make_model('text_cnn', num_classes=2, vocab_size=30, embed_dim=4,
+                        filters=8, hidden=8)
+  tok = jnp.array([[5, 6, 7, 0, 0, 0], [1, 2, 29, 3, 4, 0]])
+  variables = m.init(jax.random.key(0), tok)
+  box = bb.from_linen(m, variables, input_shape=(6,), input_dtype='int')
+  view, to_input = models.embedding_blackbox(box, m)
+  z = to_input(tok)
+  assert z.shape == (2, 6, 5) and view.input_shape == (6, 5)
+  np.testing.assert_array_equal(z[..., -1], tok > 0)
+  np.testing.assert_allclose(view(z), box(tok), rtol=1e-5, atol=1e-6)
+  # Float inputs: gradients exist for every real token; PAD has none.
+  g = jax.grad(lambda v: view(v)[:, 1].sum())(z)[..., :-1].sum(-1)
+  assert np.all(np.asarray(g)[tok == 0] == 0)
+  assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_embedding_blackbox_needs_an_embedding():
+  from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
+  m = models.make_model('mlp', num_classes=2, hidden=(4,))
+  v = m.init(jax.random.key(0), jnp.ones((1, 3)))
+  box = bb.from_linen(m, v, input_shape=(3,))
+  with pytest.raises(ValueError, match="'embed'"):
+    models.embedding_blackbox(box, m)
+
+
+def test_fit_classifier_takes_int_seeds_and_keys():
+  x = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int32)
+  kw = dict(num_steps=2, batch_size=32, log_every=10**9)
+  a, _ = models.fit_classifier('mlp', {'num_classes': 2, 'hidden': (4,)}, x,
+                               y, key=3, **kw)
+  b, _ = models.fit_classifier('mlp', {'num_classes': 2, 'hidden': (4,)}, x,
+                               y, key=jax.random.key(3), **kw)
+  np.testing.assert_allclose(a(x), b(x))
+  with pytest.raises(ValueError, match='key'):
+    models.fit_classifier('mlp', {'num_classes': 2}, x, y, key=-1, **kw)

@@ -170,6 +170,59 @@ def takes_train_flag(name: str) -> bool:
 
 
 
+def embedding_blackbox(box: Any, module: nn.Module
+                       ) -> tuple[Any, Callable[[Any], jax.Array]]:
+  """A float-input view of a `TextCNN` black box, for gradient methods.
+
+  Gradient attributions (saliency, integrated gradients) need float
+  inputs; a text model takes token ids. The view's input is
+  `z [n, L, D + 1]`: the token embeddings and, in the last channel, 1 for
+  real tokens and 0 for PAD (the model zeroes PAD embeddings). Gradients of
+  the view w.r.t. the first D channels are the embedding gradients; summed
+  over D they give one score per token.
+
+  Args:
+    box: a `blackbox.BlackBox` of `module` (`from_linen`, input `int[n, L]`,
+      parameters with an 'embed' layer).
+    module: the `TextCNN` (or any module with an `nn.Embed` named 'embed').
+  Returns:
+    `(view, to_input)`: the view, a logits `BlackBox` on `[n, L, D + 1]`,
+    and `to_input(tokens int[n, L]) -> z [n, L, D + 1]`, so that
+    `view(to_input(t)) == box(t)`.
+  Raises:
+    ValueError: the box's parameters have no 'embed' embedding table.
+  """
+  from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
+  params = box.params
+  try:
+    table = params['params']['embed']['embedding']
+  except (KeyError, TypeError):
+    raise ValueError("box must hold the parameters of a module with an "
+                     "nn.Embed named 'embed' (models.TextCNN).") from None
+
+  def apply_fn(variables, z):
+    e, valid = z[..., :-1], z[..., -1]
+    tokens = (valid > 0.5).astype(jnp.int32)  # ids only matter through > 0
+
+    def interceptor(next_fun, args, kwargs, context):
+      if context.module.name == 'embed' and context.method_name == '__call__':
+        return e
+      return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+      return module.apply(variables, tokens)
+
+  def to_input(tokens: Any) -> jax.Array:
+    tokens = jnp.asarray(tokens)
+    valid = (tokens > 0).astype(jnp.float32)[..., None]
+    return jnp.concatenate([jnp.take(table, tokens, axis=0) * valid, valid],
+                           axis=-1)
+
+  seq_len = box.input_shape[0]
+  view = bb.from_jax(apply_fn, input_shape=(seq_len, table.shape[1] + 1),
+                     params=params, output='logits', name='text_embeddings')
+  return view, to_input
+
 
 # ---------------------------------------------------------------- training
 def classifier_loss(module: nn.Module, *, soft_targets: bool,
@@ -237,7 +290,7 @@ def fit_classifier(name: str, model_kwargs: dict[str, Any], x: Any, y: Any, *,
   from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
   from xai_jax import train  # pylint: disable=g-import-not-at-top
   module = make_model(name, **model_kwargs)
-  key = jax.random.key(key) if isinstance(key, int) else key
+  key = _checks.as_key('key', key)
   init_key, fit_key = jax.random.split(key)
   x = np.asarray(x)
   y = np.asarray(y)
@@ -260,5 +313,5 @@ def fit_classifier(name: str, model_kwargs: dict[str, Any], x: Any, y: Any, *,
 
 
 __all__ = ['CNN', 'MLP', 'MODELS', 'TextCNN', 'ViT', 'accuracy',
-           'classifier_loss', 'fit_classifier', 'input_dtype', 'make_model',
+           'classifier_loss', 'embedding_blackbox', 'fit_classifier', 'input_dtype', 'make_model',
            'takes_train_flag']
