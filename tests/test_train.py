@@ -132,13 +132,11 @@ def _mode_multidevice() -> dict:
 
   # A host batch_fn (sharded over the 4 devices too) serving the rows the
   # in-memory path gathers on device gives the same trajectory.
-  data_key = jax.random.fold_in(jax.random.key(0), train._DATA_SALT)  # pylint: disable=protected-access
   spe = len(data['y']) // 64
 
   def batch_fn(step):
-    perm = np.asarray(jax.random.permutation(
-        jax.random.fold_in(data_key, step // spe), len(data['y'])))
-    idx = perm[(step % spe) * 64:(step % spe + 1) * 64]
+    rows = train.epoch_batches(0, step // spe, len(data['y']), 64)
+    idx = rows[step % spe]
     return {'x': data['x'][idx], 'y': data['y'][idx]}
 
   _, hb4 = train.fit(_LOSS, params, batch_fn, **kw)
@@ -471,11 +469,35 @@ def test_fit_in_memory_batches_follow_epoch_permutations():
   sums = history['sum']
   # Each epoch (5 steps) covers every row exactly once.
   assert sums[:5].sum() == sums[5:].sum() == n * (n - 1) / 2
-  data_key = jax.random.fold_in(state.key, train._DATA_SALT)  # pylint: disable=protected-access
-  perm0 = np.asarray(jax.random.permutation(jax.random.fold_in(data_key, 0),
-                                            n))
-  np.testing.assert_array_equal(history['first'][:5], perm0[::b])
+  rows0 = train.epoch_batches(state.key, 0, n, b)
+  np.testing.assert_array_equal(history['first'][:5], rows0[:, 0])
+  np.testing.assert_array_equal(history['sum'][:5], rows0.sum(axis=1))
   assert not np.array_equal(history['first'][:5], history['first'][5:])
+
+
+def test_epoch_batches_numpy_pcg64_rule():
+  """Epoch e: `default_rng([*key_words, e]).permutation(n)`, cut into
+  batches (remainder dropped), each batch's rows sorted."""
+  key = jax.random.key(11)
+  words = [int(w) for w in np.asarray(jax.random.key_data(key))]
+  for epoch in (0, 3):
+    perm = np.random.default_rng([*words, epoch]).permutation(103)
+    want = [np.sort(perm[i * 10:(i + 1) * 10]) for i in range(10)]
+    got = train.epoch_batches(key, epoch, 103, 10)
+    assert got.shape == (10, 10) and got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+  # A raw key and an int seed name the same key.
+  np.testing.assert_array_equal(
+      train.epoch_batches(jax.random.PRNGKey(4), 1, 50, 7),
+      train.epoch_batches(4, 1, 50, 7))
+  assert not np.array_equal(train.epoch_batches(4, 0, 50, 7),
+                            train.epoch_batches(4, 1, 50, 7))
+  with pytest.raises(ValueError, match='batch_size'):
+    train.epoch_batches(4, 0, 5, 7)
+  with pytest.raises(ValueError, match='epoch'):
+    train.epoch_batches(4, -1, 50, 7)
+  with pytest.raises(ValueError, match='key'):
+    train.epoch_batches('nope', 0, 50, 7)
 
 
 def test_fit_batch_fn_host_and_traced_agree():

@@ -40,9 +40,9 @@ same on every process, and a callable `batch_fn` must return each process's
 local share of the global batch (`batch_size // jax.process_count()` rows).
 
 Exact resume: the per-step key is `fold_in(state.key, state.step)`, an
-in-memory dataset is shuffled per epoch by a permutation from
-`fold_in(data_key, epoch)` and the position inside the epoch is
-`state.step % steps_per_epoch`, a callable `batch_fn(step)` must be
+in-memory dataset is shuffled per epoch by `epoch_batches(state.key, epoch,
+...)` (a function of the key and the epoch only) and the position inside the
+epoch is `state.step % steps_per_epoch`, a callable `batch_fn(step)` must be
 deterministic in `step`; so a run restored from its step-`s` checkpoint
 continues exactly as the uninterrupted run would have.
 """
@@ -86,6 +86,7 @@ __all__ = [
     'create_train_state',
     'make_train_step',
     'make_data_mesh',
+    'epoch_batches',
     'fit',
     'save_checkpoint',
     'restore_latest',
@@ -96,9 +97,6 @@ __all__ = [
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 
-# Salt for the data-shuffling key: data_key = fold_in(state.key, _DATA_SALT),
-# kept apart from the per-step keys fold_in(state.key, step).
-_DATA_SALT = 0x5EEDDA7A
 _CHECKPOINT_DIR = 'checkpoints'
 _METRICS_JSONL = 'metrics.jsonl'
 _METRICS_JSON = 'metrics.json'
@@ -844,12 +842,51 @@ def _copy_tree(tree: PyTree) -> PyTree:
   return jax.tree.map(jnp.copy, tree)
 
 
-@jax.jit(static_argnums=2)
-def _epoch_permutation(data_key: jax.Array, epoch: jax.Array,
-                       n: int) -> jax.Array:
-  """The row order `[n]` (int32) of epoch `epoch`."""
-  key = jax.random.fold_in(data_key, epoch)
-  return jax.random.permutation(key, n).astype(jnp.int32)
+def _key_words(key: jax.Array) -> list[int]:
+  """The uint32 words of a typed or raw PRNG key, as Python ints."""
+  data = jax.random.key_data(key) if _checks.is_typed_key(key) else key
+  return [int(w) for w in np.asarray(data).ravel()]
+
+
+def epoch_batches(key: jax.Array | int, epoch: int, n: int,
+                  batch_size: int) -> np.ndarray:
+  """The rows of every batch of one epoch of `fit`'s in-memory dataset.
+
+  Epoch `e` shuffles the `n` rows with numpy's PCG64 generator seeded by the
+  run's key and the epoch, `np.random.default_rng([*key_words, e])
+  .permutation(n)` (key_words: the uint32 words of `key`'s key data), and
+  cuts it into `n // batch_size` consecutive batches (the remainder is
+  dropped); each batch's row indices are sorted. On the host this takes
+  0.02-0.1 s per 10^6 rows, against ~1-2.5 s for an on-device
+  `jax.random.permutation` on a 2-core CPU. Deterministic in `(key, epoch)`.
+
+  Args:
+    key: the run's base key (`TrainState.key`: typed or raw), or an int seed.
+    epoch: the epoch number (int >= 0).
+    n: the number of rows of the dataset.
+    batch_size: rows per batch (1 <= batch_size <= n).
+
+  Returns:
+    int32 `[n // batch_size, batch_size]`: row `i` holds the (sorted) row
+    indices of step `epoch * (n // batch_size) + i`.
+  """
+  if not _checks.is_typed_key(key):
+    key = _checks.as_key('key', key)
+  epoch = _checks.check_int('epoch', epoch, 0)
+  n = _checks.check_int('n', n, 1)
+  batch_size = _checks.check_int('batch_size', batch_size, 1)
+  if batch_size > n:
+    raise ValueError(f'batch_size={batch_size} is larger than n={n}.')
+  return _epoch_rows(_key_words(key), epoch, n, batch_size)
+
+
+def _epoch_rows(words: Sequence[int], epoch: int, n: int,
+                batch_size: int) -> np.ndarray:
+  """`epoch_batches` from the key's words (no argument checks)."""
+  steps = n // batch_size
+  perm = np.random.default_rng([*words, epoch]).permutation(n)
+  rows = perm[:steps * batch_size].reshape(steps, batch_size)
+  return np.sort(rows, axis=1).astype(np.int32)
 
 
 def _mean_metrics(pending: list[Metrics]) -> dict[str, float]:
@@ -1116,9 +1153,9 @@ def fit(
     data = jax.device_put(data, replicated)
     step_args = ('dataset', loss_fn, tx, mesh)
     step_extra = (batch_size, steps_per_epoch)
-    data_key = jax.random.fold_in(state.key, _DATA_SALT)
+    data_key = _key_words(state.key)
     perm_fn = lambda k, epoch: jax.device_put(
-        _epoch_permutation(k, epoch, n), replicated)
+        _epoch_rows(k, epoch, n, batch_size).ravel(), replicated)
   elif trace_batch_fn:
     step_args, step_extra = ('traced', loss_fn, tx, mesh), (data,)
   else:
