@@ -162,3 +162,97 @@ def as_key(name: str, key: Any, *, default_seed: int | None = None,
   raise ValueError(
       f'{name} must be a PRNG key (jax.random.key(seed) or '
       f'jax.random.PRNGKey(seed)) or an int seed, got {key!r}.')
+
+
+def as_array(name: str, x: Any) -> jax.Array:
+  """Returns `x` as a JAX array (lists and scalars converted), else raises.
+
+  Raises:
+    ValueError: naming `name` if `x` is neither an array nor a list, tuple or
+      scalar.
+  """
+  if isinstance(x, (list, tuple, int, float, bool, np.number, np.bool_)):
+    x = np.asarray(x)
+  if not hasattr(x, 'shape') or not hasattr(x, 'dtype'):
+    raise ValueError(f'{name} must be an array, got {type(x).__name__}.')
+  return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
+def check_binary(name: str, m: Any, hint: str = '') -> jax.Array:
+  """A bool or {0, 1}-valued array -> bool array (values unchecked for tracers).
+
+  Args:
+    name: the argument's name, used in the error message.
+    m: the candidate mask or selection, any shape.
+    hint: a sentence appended to the error message (how to get a binary
+      array).
+  Returns:
+    `m > 0.5` as a bool array of `m`'s shape.
+  """
+  m = as_array(name, m)
+  if m.dtype == jnp.bool_:
+    return m
+  if not is_tracer(m):
+    v = np.asarray(m)
+    if not np.all((v == 0) | (v == 1)):
+      raise ValueError(f'{name} must be binary (bool or 0/1 values)'
+                       f'{"; " + hint if hint else "."}')
+  return m > 0.5
+
+
+def check_probability(name: str, value: Any, *, open_right: bool = True
+                      ) -> float:
+  """Checks a probability in (0, 1) (or (0, 1] if not `open_right`)."""
+  v = np.asarray(value)
+  if v.size != 1 or not np.isfinite(v):
+    raise ValueError(f'{name} must be a number in (0, 1), got {value!r}.')
+  v = float(v)
+  if not (0.0 < v < 1.0 or (v == 1.0 and not open_right)):
+    interval = '(0, 1)' if open_right else '(0, 1]'
+    raise ValueError(f'{name} must be in {interval}, got {value!r}.')
+  return v
+
+
+def check_labels(name: str, y: Any, n: int, num_classes: int | None = None
+                 ) -> tuple[jax.Array, int, bool]:
+  """Checks classification targets: int labels `[n]` or soft targets `[n, c]`.
+
+  Args:
+    name: the argument's name, used in error messages.
+    y: int class indices `[n]` (>= 0) or non-negative float targets `[n, c]`
+      (e.g. a model's probabilities).
+    n: the number of rows `y` must have.
+    num_classes: c if known; None = from `y` (max label + 1, at least 2; or
+      the number of columns of soft targets).
+  Returns:
+    `(labels, num_classes, soft)`: int32 labels `[n]` or the soft targets
+    `[n, c]`, the number of classes, and whether the targets are soft.
+  """
+  y = as_array(name, y)
+  if y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer):
+    if y.shape[0] != n:
+      raise ValueError(f'{name} must have {n} rows, got shape {y.shape}.')
+    if not is_tracer(y):
+      lo, hi = int(np.min(np.asarray(y))), int(np.max(np.asarray(y)))
+      if lo < 0:
+        raise ValueError(f'{name} must hold class indices >= 0, got {lo}.')
+      c = num_classes if num_classes is not None else max(hi + 1, 2)
+      if hi >= c:
+        raise ValueError(f'{name} holds class {hi} >= num_classes={c}.')
+    else:
+      if num_classes is None:
+        raise ValueError('num_classes is required for traced int labels.')
+      c = num_classes
+    return y.astype(jnp.int32), int(c), False
+  if y.ndim == 2 and jnp.issubdtype(y.dtype, jnp.floating):
+    if y.shape[0] != n:
+      raise ValueError(f'{name} must have {n} rows, got shape {y.shape}.')
+    check_array(name, y, finite=True)
+    if num_classes is not None and y.shape[1] != num_classes:
+      raise ValueError(f'{name} has {y.shape[1]} columns but num_classes='
+                       f'{num_classes}.')
+    if not is_tracer(y) and np.any(np.asarray(y) < 0):
+      raise ValueError(f'{name} (soft targets) must be non-negative.')
+    return y, int(y.shape[1]), True
+  raise ValueError(f'{name} must be int class labels [n] or soft targets '
+                   f'float [n, num_classes], got {y.dtype} {y.shape}.')

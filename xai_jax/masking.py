@@ -148,13 +148,17 @@ def segment_groups(segments: Array | np.ndarray,
 def apply_mask(x: Array, mask: Array, baseline: Array | float = 0.0) -> Array:
   """`mask * x + (1 - mask) * baseline`: keep masked-in features, replace the rest.
 
+  For integer inputs (token ids) the mask is hard: an element is kept where
+  `mask > 0.5` and replaced by `baseline` (the pad id) elsewhere, as
+  `mask_tokens`.
+
   Args:
-    x: `[batch, *input_shape]`.
+    x: `[batch, *input_shape]`, float features or int token ids.
     mask: `[batch, *input_shape]` (or broadcastable, e.g. `[*input_shape]`),
-      values in [0, 1] (relaxed masks allowed).
+      values in [0, 1] (relaxed masks allowed for float inputs).
     baseline: scalar, `[*input_shape]` or `[batch, *input_shape]`.
   Returns:
-    `[batch, *input_shape]`.
+    `[batch, *input_shape]`, of `x`'s dtype.
   """
   _checks.check_array('x', x, min_ndim=1)
   _checks.check_array('mask', mask, min_ndim=0)
@@ -167,8 +171,61 @@ def apply_mask(x: Array, mask: Array, baseline: Array | float = 0.0) -> Array:
   if b.ndim and b.shape != x.shape and b.shape != x.shape[1:]:
     raise ValueError(f'baseline must be a scalar, [*input_shape]={x.shape[1:]} '
                      f'or [batch, *input_shape]={x.shape}, got {b.shape}.')
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    return jnp.where(mask > 0.5, x, b)
   m = mask.astype(x.dtype)
   return m * x + (1 - m) * b
+
+
+def check_groups(groups: Any, input_shape: Sequence[int]) -> None:
+  """Checks that `groups` (None allowed) is a `FeatureGroups` of `input_shape`.
+
+  Raises:
+    ValueError: naming `groups` if it is not a FeatureGroups or was built for
+      examples of another shape.
+  """
+  if groups is None:
+    return
+  if not isinstance(groups, FeatureGroups):
+    raise ValueError(f'groups must be a FeatureGroups, got '
+                     f'{type(groups).__name__}.')
+  if tuple(groups.input_shape) != tuple(input_shape):
+    raise ValueError(f'groups were built for inputs of shape '
+                     f'{groups.input_shape}, but x has examples of shape '
+                     f'{tuple(input_shape)}.')
+
+
+def selection_mask(selection: Any, x: Array,
+                   groups: FeatureGroups | None = None, *,
+                   name: str = 'selection') -> Array:
+  """A binary selection over the input or over groups -> float input mask.
+
+  Args:
+    selection: bool or 0/1, `[batch, *input_shape]` or, with `groups`,
+      `[batch, num_groups]` (expanded with `groups.expand`).
+    x: `[batch, *input_shape]`, the inputs the selection refers to.
+    groups: the feature groups of a group-level selection.
+    name: the argument's name in error messages.
+  Returns:
+    float32 `[batch, *input_shape]`, 1 where selected.
+  Raises:
+    ValueError: naming `name` if the selection is not binary or has neither
+      accepted shape.
+  """
+  sel = _checks.check_binary(
+      name, selection,
+      'use metrics.top_k_mask(scores, k) to turn scores into a selection.')
+  b = x.shape[0]
+  if sel.shape == x.shape:
+    return sel.astype(jnp.float32)
+  if groups is not None and sel.shape == (b, groups.num_groups):
+    return groups.expand(sel.astype(jnp.float32))
+  want = f'{x.shape}'
+  if groups is not None:
+    want += f' or [batch, num_groups]={(b, groups.num_groups)}'
+  else:
+    want += ' (pass groups= for a selection over feature groups)'
+  raise ValueError(f'{name} must have shape {want}, got {sel.shape}.')
 
 
 def mask_tokens(tokens: Array, mask: Array, pad_id: int = 0) -> Array:
@@ -211,7 +268,7 @@ def make_baseline(kind: str, x: Array, *, key: Array | None = None,
     kind: 'zero'; 'mean' (`data_mean` if given, else the mean of `x` over the
       batch); 'blur' (Gaussian blur of each image, RISE/Fong & Vedaldi);
       'noise' (x + N(0, noise_std^2), needs `key`); 'reference' (`reference`,
-      `[*input_shape]` or `[batch, *input_shape]`).
+      a scalar, `[*input_shape]` or `[batch, *input_shape]`).
     x: `[batch, *input_shape]`.
     key: PRNG key for 'noise'.
     reference: the given reference for 'reference'.
@@ -243,14 +300,15 @@ def make_baseline(kind: str, x: Array, *, key: Array | None = None,
   if reference is None:
     raise ValueError("baseline='reference' needs the argument reference.")
   r = jnp.asarray(reference, x.dtype)
-  if r.shape not in (x.shape, x.shape[1:]):
-    raise ValueError(f'reference must have shape {x.shape[1:]} or {x.shape}, '
-                     f'got {r.shape}.')
+  if r.ndim and r.shape not in (x.shape, x.shape[1:]):
+    raise ValueError(f'reference must be a scalar, [*input_shape]='
+                     f'{x.shape[1:]} or [batch, *input_shape]={x.shape}, got '
+                     f'{r.shape}.')
   return jnp.broadcast_to(r, x.shape)
 
 
 __all__ = [
-    'BASELINES', 'FeatureGroups', 'apply_mask', 'feature_groups',
-    'gaussian_blur', 'make_baseline', 'mask_tokens', 'patch_groups',
-    'segment_groups', 'token_groups',
+    'BASELINES', 'FeatureGroups', 'apply_mask', 'check_groups',
+    'feature_groups', 'gaussian_blur', 'make_baseline', 'mask_tokens',
+    'patch_groups', 'segment_groups', 'selection_mask', 'token_groups',
 ]

@@ -19,8 +19,8 @@ Ground truth (synthetic data with known relevant features or masks):
 
 Against the black box:
   * `posthoc_accuracy`  L2X post-hoc accuracy (f(x_S) agrees with f(x)).
-  * `train_evalx`, `evalx_accuracy`, `evalx_auroc`: EVAL-X (Jethani et al.
-    2021).
+  * `evalx_accuracy`, `evalx_auroc`: EVAL-X (Jethani et al. 2021), scored
+    with an evaluator from `realx.train_evalx`.
   * `deletion_insertion`  Petsiuk et al. 2018 (RISE) deletion/insertion curves.
   * `sensitivity_n`   Ancona et al. 2018.
   * `infidelity`      Yeh et al. 2019, Eq. 2 (and the optimally scaled version).
@@ -42,16 +42,14 @@ import functools
 import math
 from typing import Any, Callable, Sequence
 
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from xai_jax import _checks
 from xai_jax import blackbox as bb
 from xai_jax import masking
+from xai_jax import realx
 
 Array = jax.Array
 PyTree = Any
@@ -780,222 +778,10 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
 # =============================================================================
 
 
-class _MLP(nn.Module):
-  """Default EVAL-X evaluator: flatten, (Dense + ReLU) x len(hidden), logits."""
-  hidden: tuple[int, ...]
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x):
-    x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
-    for h in self.hidden:
-      x = nn.relu(nn.Dense(h)(x))
-    return nn.Dense(self.num_classes)(x)
-
-
-@flax.struct.dataclass
-class Evaluator:
-  """An EVAL-X evaluator q(y | x_S) trained on randomly masked inputs.
-
-  Attributes:
-    box: the trained classifier as a `BlackBox` (logits `[batch, c]`); it can
-      be used wherever a black box is expected (e.g. `posthoc_accuracy`).
-    groups: the feature groups the training masks were drawn over.
-    baseline: the masking value `[*input_shape]` (pad id for tokens).
-    keep_prob: the Bernoulli probability of keeping a group in training.
-  """
-  box: bb.BlackBox
-  groups: masking.FeatureGroups
-  baseline: Array
-  keep_prob: float = flax.struct.field(pytree_node=False, default=0.5)
-
-  @property
-  def num_classes(self) -> int:
-    """The number of classes c of the evaluator."""
-    return self.box.num_outputs
-
-  def logits(self, x: Array, selection: Array | None = None, *,
-             groups: masking.FeatureGroups | None = None) -> Array:
-    """q's logits `[batch, c]` on `x` masked by a binary selection
-    (`[batch, *input_shape]`, or `[batch, num_groups]` over `groups`, default
-    the evaluator's groups); `selection=None` scores the full input."""
-    x = _check_x(self.box, x)
-    if selection is None:
-      return self.box(x)
-    keep = _keep_mask('selection', selection, x,
-                      self.groups if groups is None else groups)
-    base = jnp.broadcast_to(self.baseline, x.shape)
-    return self.box(_mask_input(x, keep, base))
-
-
-def _check_labels(name: str, y: Any, n: int, num_classes: int | None
-                  ) -> tuple[Array, int, bool]:
-  """-> (labels, num_classes, soft)."""
-  y = _as_array(name, y)
-  if y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer):
-    if y.shape[0] != n:
-      raise ValueError(f'{name} must have {n} rows, got shape {y.shape}.')
-    if not _checks.is_tracer(y):
-      lo, hi = int(np.min(np.asarray(y))), int(np.max(np.asarray(y)))
-      if lo < 0:
-        raise ValueError(f'{name} must hold class indices >= 0, got {lo}.')
-      c = num_classes if num_classes is not None else max(hi + 1, 2)
-      if hi >= c:
-        raise ValueError(f'{name} holds class {hi} >= num_classes={c}.')
-    else:
-      if num_classes is None:
-        raise ValueError('num_classes is required for traced int labels.')
-      c = num_classes
-    return y.astype(jnp.int32), int(c), False
-  if y.ndim == 2 and jnp.issubdtype(y.dtype, jnp.floating):
-    if y.shape[0] != n:
-      raise ValueError(f'{name} must have {n} rows, got shape {y.shape}.')
-    _checks.check_array(name, y, finite=True)
-    if num_classes is not None and y.shape[1] != num_classes:
-      raise ValueError(f'{name} has {y.shape[1]} columns but num_classes='
-                       f'{num_classes}.')
-    if not _checks.is_tracer(y) and np.any(np.asarray(y) < 0):
-      raise ValueError(f'{name} (soft targets) must be non-negative.')
-    return y, int(y.shape[1]), True
-  raise ValueError(f'{name} must be int class labels [n] or soft targets '
-                   f'float [n, num_classes], got {y.dtype} {y.shape}.')
-
-
-def train_evalx(key: Array, x: Array, y: Array, *,
-                model: nn.Module | None = None,
-                groups: masking.FeatureGroups | None = None,
-                num_steps: int = 1000, batch_size: int = 256,
-                learning_rate: float = 1e-3, weight_decay: float = 0.0,
-                keep_prob: float = 0.5, baseline: float | int | Array = 0.0,
-                num_classes: int | None = None,
-                hidden_sizes: Sequence[int] = (200, 200),
-                train_kwargs: dict[str, Any] | None = None,
-                eval_kwargs: dict[str, Any] | None = None,
-                tx: optax.GradientTransformation | None = None,
-                workdir: str | None = None, log_every: int | None = None
-                ) -> Evaluator:
-  """Trains an EVAL-X evaluator (Jethani et al., "Have We Learned to
-  Explain?", AISTATS 2021, §4; `rajesh-lab/realx`).
-
-  q(y | x ⊙ s) is fit on the data with s_g ~ Bernoulli(keep_prob) i.i.d. per
-  feature group and per example (a fresh mask every step), minimising the
-  cross-entropy with the labels: int labels `[n]` -> categorical
-  cross-entropy; soft targets `[n, c]` (e.g. L2X's true P(Y|X)) -> the
-  cross-entropy -sum_c y_c log q_c. Training runs through
-  `xai_jax.train.fit` (Adam; in-memory data, reshuffled every epoch), so the
-  same key gives the same evaluator.
-
-  Args:
-    key: PRNG key (initialisation, masks, shuffling).
-    x: training inputs `[n, *input_shape]` (float, or int token ids).
-    y: int labels `[n]` or soft targets float `[n, c]`.
-    model: a Flax linen module `x[batch, *input_shape] -> logits[batch, c]`;
-      default an MLP with `hidden_sizes` and ReLU. Modules with BatchNorm or
-      Dropout get `train_kwargs` in training (e.g. `{'train': True}`; mutable
-      collections and a 'dropout' rng are handled) and `eval_kwargs` after.
-    groups: the groups masks are drawn over (default: every input element).
-    num_steps: training steps (T).
-    batch_size: examples per step (capped at n).
-    learning_rate: Adam's learning rate (eta).
-    weight_decay: L2 penalty (lambda) on kernels.
-    keep_prob: Bernoulli probability of keeping a group (0.5 in EVAL-X).
-    baseline: the value of masked features, scalar or `[*input_shape]` (0; the
-      pad id for tokens).
-    num_classes: c (default: from `y`).
-    hidden_sizes: widths of the default MLP.
-    train_kwargs: keyword arguments of `model.apply` in training/init.
-    eval_kwargs: keyword arguments of `model.apply` in evaluation.
-    tx: an optax optimizer instead of Adam(learning_rate, weight_decay).
-    workdir: optional folder for checkpoints/metrics (resumes from it).
-    log_every: log interval of the training loop (default num_steps // 10).
-
-  Returns:
-    The `Evaluator`.
-  """
-  from xai_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-
-  key = _check_key('key', key)
-  x = _as_array('x', x)
-  _checks.check_array('x', x, min_ndim=2, finite=True)
-  n = x.shape[0]
-  input_shape = tuple(x.shape[1:])
-  input_dtype = 'int' if jnp.issubdtype(x.dtype, jnp.integer) else 'float'
-  if input_dtype == 'float' and not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f'x must be float features or int token ids, got '
-                     f'{x.dtype}.')
-  y, c, soft = _check_labels('y', y, n, num_classes)
-  if groups is None:
-    groups = masking.feature_groups(input_shape)
-  _check_groups(groups, input_shape)
-  num_steps = _check_int('num_steps', num_steps, minimum=0)
-  batch_size = min(_check_int('batch_size', batch_size), n)
-  if not 0.0 < float(keep_prob) < 1.0:
-    raise ValueError(f'keep_prob must be in (0, 1), got {keep_prob!r}.')
-  keep_prob = float(keep_prob)
-  base = _as_array('baseline', baseline)
-  if base.ndim and base.shape != input_shape:
-    raise ValueError(f'baseline must be a scalar or [*input_shape]='
-                     f'{input_shape}, got {base.shape}.')
-  base = jnp.broadcast_to(base.astype(x.dtype), input_shape)
-  if model is None:
-    model = _MLP(tuple(int(h) for h in hidden_sizes), c)
-  elif not isinstance(model, nn.Module):
-    raise ValueError(f'model must be a flax.linen.Module, got '
-                     f'{type(model).__name__}.')
-  train_kwargs = dict(train_kwargs or {})
-  eval_kwargs = dict(eval_kwargs or {})
-
-  k_init, k_drop, k_train = jax.random.split(key, 3)
-  variables = flax.core.unfreeze(model.init(
-      {'params': k_init, 'dropout': k_drop}, x[:2], **train_kwargs))
-  params = variables.pop('params')
-  model_state = variables
-  out = jax.eval_shape(lambda v: model.apply(v, x[:2], **eval_kwargs),
-                       {'params': params, **model_state})
-  if out.shape != (2, c):
-    raise ValueError(f'model must return logits [batch, {c}], got '
-                     f'{out.shape} for a batch of 2.')
-
-  def loss_fn(p, ms, batch, k):
-    k_mask, k_dropout = jax.random.split(k)
-    xb = batch['x']
-    s = jax.random.bernoulli(k_mask, keep_prob,
-                             (xb.shape[0], groups.num_groups))
-    keep = groups.expand(s.astype(jnp.float32))
-    xm = _mask_input(xb, keep, jnp.broadcast_to(base, xb.shape))
-    v = {'params': p, **ms}
-    if ms:
-      logits, new_ms = model.apply(v, xm, mutable=list(ms),
-                                   rngs={'dropout': k_dropout}, **train_kwargs)
-    else:
-      logits = model.apply(v, xm, rngs={'dropout': k_dropout}, **train_kwargs)
-      new_ms = ms
-    if soft:
-      loss = optax.softmax_cross_entropy(logits, batch['y']).mean()
-      label = jnp.argmax(batch['y'], -1)
-    else:
-      loss = optax.softmax_cross_entropy_with_integer_labels(
-          logits, batch['y']).mean()
-      label = batch['y']
-    acc = jnp.mean(jnp.argmax(logits, -1) == label)
-    return loss, (new_ms, {'accuracy': acc})
-
-  if tx is None:
-    tx = train_lib.make_optimizer(None, optimizer='adam',
-                                  learning_rate=learning_rate,
-                                  weight_decay=weight_decay)
-  if num_steps > 0:
-    state, _ = train_lib.fit(
-        loss_fn, params, {'x': x, 'y': y}, tx=tx, batch_size=batch_size,
-        num_steps=num_steps, key=k_train, model_state=model_state,
-        workdir=workdir,
-        log_every=log_every or max(1, num_steps // 10))
-    params, model_state = state.params, state.model_state
-  variables = jax.device_get({'params': params, **model_state})
-  box = bb.from_linen(model, variables, input_shape=input_shape,
-                      output='logits', input_dtype=input_dtype, name='evalx',
-                      **eval_kwargs)
-  return Evaluator(box=box, groups=groups, baseline=base, keep_prob=keep_prob)
+# The evaluator and its training live in `xai_jax.realx`; these names stay
+# here for existing callers.
+Evaluator = realx.Evaluator
+train_evalx = realx.train_evalx
 
 
 @functools.partial(jax.jit, static_argnames=('soft', 'chunk'))
@@ -1023,7 +809,7 @@ def _evalx_prepare(evaluator: Evaluator, x: Array, selection: Array,
   groups = groups if groups is not None else evaluator.groups
   _check_groups(groups, evaluator.box.input_shape)
   keep = _keep_mask('selection', selection, x, groups)
-  y, _, soft = _check_labels('labels', labels, x.shape[0],
+  y, _, soft = _checks.check_labels('labels', labels, x.shape[0],
                              evaluator.num_classes)
   return keep, y, soft
 
