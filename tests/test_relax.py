@@ -371,6 +371,18 @@ def test_bad_key(name):
                    2, 0.5)
 
 
+@pytest.mark.parametrize('name', STOCHASTIC)
+def test_int_seed_and_raw_key_equal_the_typed_key(name):
+  logits = jnp.linspace(-1.0, 1.0, 30).reshape(3, 10)
+  fn = _sampler(name)
+  want = fn(jax.random.key(5), logits, 2, 0.5)
+  np.testing.assert_array_equal(fn(5, logits, 2, 0.5), want)
+  np.testing.assert_array_equal(fn(jax.random.PRNGKey(5), logits, 2, 0.5),
+                                want)
+  with pytest.raises(ValueError, match='key must be a PRNG key or an int'):
+    fn(-1, logits, 2, 0.5)
+
+
 def test_bad_perturbed_options():
   args = (jax.random.key(0), jnp.zeros((3, 10)), 2, 0.5)
   with pytest.raises(ValueError, match='num_samples'):

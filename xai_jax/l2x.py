@@ -62,7 +62,6 @@ from typing import Any, Callable, Mapping
 import flax
 import flax.linen as nn
 import jax
-from jax import lax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -221,23 +220,6 @@ class L2XModel:
 # Helpers.
 
 
-def _as_key(key: Any, seed: int) -> Array:
-  if key is None:
-    return jax.random.key(int(seed))
-  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-    if key < 0:
-      raise ValueError(f'key must be a PRNG key or an int seed >= 0, got {key}.')
-    return jax.random.key(int(key))
-  if hasattr(key, 'dtype') and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if key.shape != ():
-      raise ValueError(f'key must be a single PRNG key, got shape {key.shape}.')
-    return key
-  if hasattr(key, 'dtype') and key.dtype == jnp.uint32 and key.shape == (2,):
-    return jax.random.wrap_key_data(jnp.asarray(key))
-  raise ValueError('key must be a jax.random key (jax.random.key(seed)) or an '
-                   f'int seed, got {key!r}.')
-
-
 def _fast_keys(key: Array, num: int, impl: str = 'rbg') -> list[Array]:
   """`num` independent 'rbg' keys derived from one (threefry) key.
 
@@ -252,7 +234,7 @@ def _fast_keys(key: Array, num: int, impl: str = 'rbg') -> list[Array]:
 
 
 @functools.partial(jax.jit, static_argnames=('selector', 'approximator'),
-                   compiler_options=nets._INIT_COMPILER_OPTIONS)  # pylint: disable=protected-access
+                   compiler_options=nets.INIT_COMPILER_OPTIONS)
 def _init_params(selector: nn.Module, approximator: nn.Module, key: Array,
                  x0: Array) -> tuple[PyTree, PyTree, PyTree, Array, Array]:
   """Initial selector params, approximator params and state, in one jit.
@@ -288,27 +270,14 @@ def _expander(groups: masking.FeatureGroups, identity: bool
   return groups.expand
 
 
-def _check_positive_int(name: str, value: Any, allow_zero: bool = False
-                        ) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f'{name} must be an int, got {value!r}.')
-  if value < 0 or (value == 0 and not allow_zero):
-    raise ValueError(f'{name} must be {">= 0" if allow_zero else "positive"}, '
-                     f'got {value}.')
-  return int(value)
-
-
 def _check_k(k: Any, groups: masking.FeatureGroups) -> int:
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-    raise ValueError(f'k must be a Python int, got {k!r}.')
-  k = int(k)
-  if k <= 0:
-    raise ValueError(f'k must be positive, got k={k}.')
-  if k > groups.num_groups:
+  """`_checks.check_k` over the groups, naming them when k is too large."""
+  d = groups.num_groups
+  if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > d:
     raise ValueError(
-        f'k={k} is larger than the number of groups d={groups.num_groups} '
-        f'({groups.kind}); choose k <= {groups.num_groups}.')
-  return k
+        f'k={k} is larger than the number of groups d={d} ({groups.kind}); '
+        f'choose k <= {d}.')
+  return _checks.check_k('k', k, d)
 
 
 def _check_x(x: Any, modality: str) -> np.ndarray | Array:
@@ -355,25 +324,6 @@ def _check_groups(groups: Any, input_shape: tuple[int, ...]) -> None:
     raise ValueError(f'groups were made for inputs of shape '
                      f'{tuple(groups.input_shape)}, but x has examples of '
                      f'shape {tuple(input_shape)}.')
-
-
-def _chunked(fn: Callable[[Array], Any], x: Array, chunk_size: int) -> Any:
-  """`fn` over `x[n, ...]` in equal chunks of <= `chunk_size` rows (in jit).
-
-  One `lax.map` over `ceil(n / chunk_size)` chunks of `ceil(n / num)` rows
-  (so at most num - 1 rows of padding).
-  """
-  n = x.shape[0]
-  if n <= chunk_size:
-    return fn(x)
-  num = -(-n // chunk_size)
-  size = -(-n // num)
-  pad = num * size - n
-  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad \
-      else x
-  out = lax.map(fn, xp.reshape((num, size, *x.shape[1:])))
-  return jax.tree.map(lambda a: a.reshape((num * size, *a.shape[2:]))[:n],
-                      out)
 
 
 def _targets_from_box(box: bb.BlackBox, x: Any, chunk_size: int) -> np.ndarray:
@@ -675,7 +625,7 @@ def fit(
   keep_prob = float(cfg.realx_keep_prob)
   if not 0.0 < keep_prob <= 1.0:
     raise ValueError(f'realx_keep_prob must be in (0, 1], got {keep_prob}.')
-  log_every = _check_positive_int('log_every', cfg.log_every)
+  log_every = _checks.check_int('log_every', cfg.log_every)
   if approximator is None:
     approximator = cfg.approximator
     _checks.check_choice('approximator', approximator, APPROXIMATORS)
@@ -707,27 +657,26 @@ def fit(
     vmax = int(np.max(np.asarray(x)))
     if vocab_size is None:
       vocab_size = vmax + 1
-    vocab_size = _check_positive_int('vocab_size', vocab_size)
+    vocab_size = _checks.check_int('vocab_size', vocab_size)
     if vmax >= vocab_size:
       raise ValueError(f'x holds token id {vmax} >= vocab_size={vocab_size}.')
-  chunk_size = _check_positive_int('chunk_size',
-                                   cfg.chunk_size or _CHUNK[modality])
+  chunk_size = _checks.check_chunk_size(cfg.chunk_size or _CHUNK[modality])
   targets = _resolve_targets(model, x, modality, chunk_size)
   num_classes = int(targets.shape[1])
 
   # ---- schedule.
-  batch_size = _check_positive_int('batch_size', cfg.batch_size)
+  batch_size = _checks.check_int('batch_size', cfg.batch_size)
   if batch_size > n:
     raise ValueError(f'batch_size={batch_size} is larger than the number of '
                      f'rows of x (n={n}).')
   num_steps = cfg.num_steps
   if num_steps is None:
-    num_steps = _check_positive_int('epochs', cfg.epochs) * (n // batch_size)
-  num_steps = _check_positive_int('num_steps', num_steps, allow_zero=True)
+    num_steps = _checks.check_int('epochs', cfg.epochs) * (n // batch_size)
+  num_steps = _checks.check_int('num_steps', num_steps, minimum=0)
   realx_num_steps = cfg.realx_num_steps
-  realx_num_steps = _check_positive_int(
-      'realx_num_steps', num_steps if realx_num_steps is None
-      else realx_num_steps, allow_zero=True)
+  realx_num_steps = _checks.check_int(
+      'realx_num_steps',
+      num_steps if realx_num_steps is None else realx_num_steps, minimum=0)
   opt_cfg = {'optimizer': cfg.optimizer, 'learning_rate': cfg.learning_rate}
   train.make_optimizer(opt_cfg)  # validates names and numbers
 
@@ -819,8 +768,8 @@ def _check_model_input(model: L2XModel, x: Any, k: int | None
 
 
 def _chunk_for(model: L2XModel, chunk_size: int | None) -> int:
-  return _check_positive_int(
-      'chunk_size', chunk_size or model.chunk_size or _CHUNK[model.modality])
+  return _checks.check_chunk_size(
+      chunk_size or model.chunk_size or _CHUNK[model.modality])
 
 
 @functools.partial(jax.jit, static_argnames=('selector', 'k', 'chunk_size'))
@@ -829,7 +778,7 @@ def _explain_jit(selector: nn.Module, params: PyTree, x: Array, *, k: int,
   def one(xc):
     logits = selector.apply({'params': params}, xc, train=False)
     return relax.hard_topk(None, logits, k), logits
-  return _chunked(one, x, chunk_size)
+  return bb.map_batches(one, x, chunk_size)
 
 
 def explain(model: L2XModel, x: Any, *, key: Any = None, target: Any = None,
@@ -880,7 +829,7 @@ def _select_jit(selector: nn.Module, params: PyTree,
     if tokens:
       return masking.mask_tokens(xc, mask, 0)
     return masking.apply_mask(xc, mask, 0.0)
-  return _chunked(one, x, chunk_size)
+  return bb.map_batches(one, x, chunk_size)
 
 
 def select_inputs(model: L2XModel, x: Any, *, k: int | None = None,
@@ -920,7 +869,7 @@ def _approx_jit(selector: nn.Module, approximator: nn.Module, params: PyTree,
     return approximator.apply(
         {'params': params['approximator'], **model_state}, xc, mask,
         train=False)
-  return _chunked(one, x, chunk_size)
+  return bb.map_batches(one, x, chunk_size)
 
 
 def approximator_logits(model: L2XModel, x: Any, *, k: int | None = None,

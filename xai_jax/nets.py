@@ -38,7 +38,6 @@ from typing import Any, Callable, ClassVar, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from xai_jax import _checks
 from xai_jax import masking
@@ -561,23 +560,20 @@ def make_approximator(modality: str, *, num_classes: int,
 
 
 def _init_key(key: Array) -> Array:
-  """A cheap-to-compile 'unsafe_rbg' key derived from any PRNG key.
+  """A cheap-to-compile 'unsafe_rbg' key derived from a typed PRNG key.
 
   Flax draws every kernel with its own `fold_in`; with threefry keys the
   XLA:CPU compile of an init grows by ~0.5 s per kernel shape. XLA's
   RngBitGenerator ('unsafe_rbg') compiles in a fraction of that.
   """
-  if isinstance(key, (int, np.integer)):
-    key = jax.random.key(int(key))
-  elif not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    key = jax.random.wrap_key_data(key)
   return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32),
                                   impl='unsafe_rbg')
 
 
 # Initialisation runs once: compile it with the cheapest XLA backend
 # optimisation (~40% less compile time on CPU; the runtime does not matter).
-_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
+# The `compiler_options` of `jax.jit` for functions that only initialise.
+INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 
 
 def _init_selector_impl(module: nn.Module, key: Array, x: Array) -> PyTree:
@@ -590,17 +586,10 @@ def _init_approximator_impl(module: nn.Module, key: Array, x: Array,
 
 
 _init_selector_jit = jax.jit(_init_selector_impl, static_argnames=('module',),
-                             compiler_options=_INIT_COMPILER_OPTIONS)
+                             compiler_options=INIT_COMPILER_OPTIONS)
 _init_approximator_jit = jax.jit(_init_approximator_impl,
                                  static_argnames=('module',),
-                                 compiler_options=_INIT_COMPILER_OPTIONS)
-
-
-def _int_to_key(key: Any) -> Any:
-  """An int seed becomes `jax.random.key(seed)` before it meets a jit."""
-  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-    return jax.random.key(int(key))
-  return key
+                                 compiler_options=INIT_COMPILER_OPTIONS)
 
 
 def _traced(*args: Any) -> bool:
@@ -622,7 +611,7 @@ def init_selector(module: nn.Module, key: Array | int, x: Array) -> PyTree:
   Returns:
     The `params` collection.
   """
-  key = _int_to_key(key)
+  key = _checks.as_key('key', key)
   if _traced(key, x):  # inside a user's jit: no nested compile options
     return _init_selector_impl(module, key, x)
   return _init_selector_jit(module, key, jnp.asarray(x))
@@ -642,7 +631,7 @@ def init_approximator(module: nn.Module, key: Array | int, x: Array,
     `params` and the non-trainable collections (`{'batch_stats': ...}` or
     `{}`).
   """
-  key = _int_to_key(key)
+  key = _checks.as_key('key', key)
   if _traced(key, x, mask):
     variables = dict(_init_approximator_impl(module, key, x, mask))
   else:
@@ -654,6 +643,7 @@ def init_approximator(module: nn.Module, key: Array | int, x: Array,
 
 __all__ = [
     'ACTIVATIONS', 'BlackBoxApproximator', 'ConvApproximator',
+    'INIT_COMPILER_OPTIONS',
     'MLPApproximator', 'MLPSelector', 'MODALITIES', 'PAD_LOGIT',
     'PatchSelector', 'TextApproximator', 'TextSelector',
     'blackbox_approximator', 'box_variables', 'init_approximator',

@@ -5,8 +5,9 @@ need gradients through that choice. Every sampler here has one call shape:
 
     mask = fn(key, logits, k, tau, **options)
 
-* `key`: one `jax.random` key (typed `jax.random.key` or raw `PRNGKey`);
-  every row of `logits` gets its own independent noise drawn from it.
+* `key`: one `jax.random` key (typed `jax.random.key`, raw `PRNGKey`) or an
+  int seed (`_checks.as_key`); every row of `logits` gets its own
+  independent noise drawn from it.
 * `logits`: float `[..., d]`, any number of leading batch dimensions.
 * `k`: a static Python int, `1 <= k <= d`.
 * `tau`: temperature (> 0); may be a traced scalar.
@@ -54,24 +55,6 @@ NOISES = ('normal', 'gumbel')
 # Argument checks.
 
 
-def _check_key(key: Any) -> None:
-  """A single PRNG key: typed `jax.random.key` (shape ()) or raw uint32[n]."""
-  if key is None or not hasattr(key, 'shape') or not hasattr(key, 'dtype'):
-    raise ValueError(
-        'key must be a jax.random key (jax.random.key(seed)), got '
-        f'{type(key).__name__}.')
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if key.shape != ():
-      raise ValueError(
-          f'key must be a single PRNG key, got a key array of shape '
-          f'{tuple(key.shape)}.')
-  elif key.dtype != jnp.uint32 or key.ndim != 1:
-    raise ValueError(
-        'key must be a jax.random key (jax.random.key(seed) or '
-        f'jax.random.PRNGKey(seed)), got dtype {key.dtype} and shape '
-        f'{tuple(key.shape)}.')
-
-
 def _check_logits(logits: Any) -> Array:
   """Floating `[..., d]` array without NaN (NaN check skipped for tracers)."""
   if not hasattr(logits, 'shape') or not hasattr(logits, 'dtype'):
@@ -98,12 +81,13 @@ def _check_tau(tau: Any) -> None:
   _checks.check_positive('tau', tau)
 
 
-def _check_common(key: Any, logits: Any, k: Any, tau: Any) -> tuple[Array, int]:
-  _check_key(key)
+def _check_common(key: Any, logits: Any, k: Any, tau: Any
+                  ) -> tuple[Array, Array, int]:
+  key = _checks.as_key('key', key)
   logits = _check_logits(logits)
   k = _checks.check_k('k', k, logits.shape[-1])
   _check_tau(tau)
-  return logits, k
+  return key, logits, k
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -327,7 +311,7 @@ def concrete_topk(key: Array, logits: Array, k: int, tau: float | Array
   gradients).
 
   Args:
-    key: one PRNG key; every row gets independent noise.
+    key: one PRNG key or int seed; every row gets independent noise.
     logits: float `[..., d]` (unnormalised; softmax is shift invariant).
     k: number of draws (a static Python int, `1 <= k <= d`).
     tau: temperature > 0 (L2X uses 0.1 on synthetic data, 0.5 on IMDB).
@@ -335,7 +319,7 @@ def concrete_topk(key: Array, logits: Array, k: int, tau: float | Array
   Returns:
     The relaxed mask `V`, `[..., d]`, dtype of `logits`.
   """
-  logits, k = _check_common(key, logits, k, tau)
+  key, logits, k = _check_common(key, logits, k, tau)
   g = _noise(key, logits.shape[:-1] + (k, logits.shape[-1]),
              _compute_dtype(logits.dtype))
   return _concrete_core(g, logits, jnp.asarray(tau))
@@ -369,7 +353,7 @@ def subset_topk(key: Array, logits: Array, k: int, tau: float | Array
   very large (each of the k steps scales sensitivities by up to ~1/tau).
 
   Args:
-    key: one PRNG key; every row gets independent noise.
+    key: one PRNG key or int seed; every row gets independent noise.
     logits: float `[..., d]`, the log-weights `log w`.
     k: subset size (a static Python int, `1 <= k <= d`).
     tau: temperature t > 0 (the paper's default 0.1).
@@ -377,7 +361,7 @@ def subset_topk(key: Array, logits: Array, k: int, tau: float | Array
   Returns:
     The relaxed k-hot mask, `[..., d]`, dtype of `logits`.
   """
-  logits, k = _check_common(key, logits, k, tau)
+  key, logits, k = _check_common(key, logits, k, tau)
   g = _noise(key, logits.shape, _compute_dtype(logits.dtype))
   return _subset_core(g, logits, k, jnp.asarray(tau))
 
@@ -407,7 +391,8 @@ def perturbed_topk(key: Array, logits: Array, k: int, tau: float | Array, *,
   (its cotangent is zero); forward-mode (jvp) is not supported.
 
   Args:
-    key: one PRNG key; every row gets its own M noise samples.
+    key: one PRNG key or int seed; every row gets its own M noise
+      samples.
     logits: float `[..., d]`, the scores theta.
     k: number of selected features (a static Python int, `1 <= k <= d`).
     tau: noise scale sigma > 0.
@@ -419,7 +404,7 @@ def perturbed_topk(key: Array, logits: Array, k: int, tau: float | Array, *,
   Returns:
     The smoothed top-k indicator, `[..., d]`, dtype of `logits`.
   """
-  logits, k = _check_common(key, logits, k, tau)
+  key, logits, k = _check_common(key, logits, k, tau)
   if (isinstance(num_samples, bool)
       or not isinstance(num_samples, (int, np.integer)) or num_samples < 1):
     raise ValueError(
@@ -447,7 +432,7 @@ def straight_through_topk(key: Array, logits: Array, k: int,
   same key the noise equals that of `subset_topk`.
 
   Args:
-    key: one PRNG key; every row gets independent noise.
+    key: one PRNG key or int seed; every row gets independent noise.
     logits: float `[..., d]`.
     k: subset size (a static Python int, `1 <= k <= d`).
     tau: temperature of the relaxation used for the gradient, > 0.
@@ -455,7 +440,7 @@ def straight_through_topk(key: Array, logits: Array, k: int,
   Returns:
     The k-hot sample, `[..., d]`, dtype of `logits`.
   """
-  logits, k = _check_common(key, logits, k, tau)
+  key, logits, k = _check_common(key, logits, k, tau)
   g = _noise(key, logits.shape, _compute_dtype(logits.dtype))
   return _straight_through_core(g, logits, k, jnp.asarray(tau))
 
