@@ -1,7 +1,7 @@
 """Does the L2X objective prefer the ground-truth selection? (tabular sets)
 
 Fixes one data set (training rows from seed `2 * data_seed`, test rows from
-`2 * data_seed + 1`, as `experiments.l2x`) and fits L2X with several training
+`2 * data_seed + 1`, as the L2X experiments) and fits L2X with several training
 keys. For each fit it prints, on the test rows:
 
   * `ce`: the cross-entropy of q on the hard top-k selection against the true
@@ -41,7 +41,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import l2x as l2x_exp
 from xai_jax import l2x
 from xai_jax import metrics as xm
 from xai_jax.data import synthetic
@@ -53,12 +52,12 @@ def fit_and_score(key: int, train_ds: synthetic.Dataset,
                   test_ds: synthetic.Dataset, cfg, k: int
                   ) -> dict[str, object]:
   """One fit with training key `key`; its test cross-entropy and ranks."""
-  box = l2x_exp.oracle_blackbox(train_ds.name)
+  box = synthetic.oracle_blackbox(train_ds.name)
   t0 = time.perf_counter()
   model = l2x.fit(jax.random.key(key), box, train_ds.x, k=k, config=cfg)
   jax.block_until_ready(model.params)
   secs = time.perf_counter() - t0
-  mask, _ = l2x.explain(model, test_ds.x)
+  mask = l2x.explain(model, test_ds.x).mask
   mask = np.asarray(mask, np.float32)
   logits = l2x.approximator_logits(model, test_ds.x)
   ce = float(jnp.mean(optax.softmax_cross_entropy(

@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
 
-from experiments import l2x as l2x_exp  # pylint: disable=g-import-not-at-top
-from xai_jax import l2x
+from xai_jax import l2x  # pylint: disable=g-import-not-at-top
+from xai_jax import timing
 from xai_jax.data import synthetic
 
 SETS = ('xor', 'orange_skin', 'nonlinear_additive', 'switch')
@@ -51,7 +51,7 @@ def bench_set(name: str, sampler: str, tau: float, batch_size: int,
   """One fit + explain of one set; returns the timings."""
   train_ds = synthetic.make_tabular(name, num_train, 2 * seed)
   test_ds = synthetic.make_tabular(name, num_test, 2 * seed + 1)
-  box = l2x_exp.oracle_blackbox(name)
+  box = synthetic.oracle_blackbox(name)
   cfg = l2x.default_config('tabular')
   cfg.sampler, cfg.tau, cfg.batch_size = sampler, tau, batch_size
   cfg.steps_per_call = steps_per_call
@@ -59,15 +59,15 @@ def bench_set(name: str, sampler: str, tau: float, batch_size: int,
   cfg.activation = 'selu' if name in ('nonlinear_additive', 'switch') else \
       'relu'
   cfg.log_every = 10**9
-  load0 = l2x_exp.load_average()
-  with l2x_exp.timed() as t:
+  load0 = timing.load_average()
+  with timing.timed() as t:
     model = l2x.fit(jax.random.key(seed), box, train_ds.x,
                     k=synthetic.TABULAR_K[name], config=cfg)
     jax.block_until_ready(model.params)
-  load1 = l2x_exp.load_average()
-  with l2x_exp.timed() as e1:
+  load1 = timing.load_average()
+  with timing.timed() as e1:
     jax.block_until_ready(l2x.explain(model, test_ds.x))
-  with l2x_exp.timed() as e2:
+  with timing.timed() as e2:
     jax.block_until_ready(l2x.explain(model, test_ds.x))
   steps = num_train // cfg.batch_size
   return {

@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 
-from experiments import l2x as l2x_exp
 from xai_jax import l2x
 from xai_jax import nets
 from xai_jax import train
@@ -86,7 +85,7 @@ def main(argv=None) -> None:
   p.add_argument('--repeats', type=int, default=5)
   args = p.parse_args(argv)
   ds = synthetic.make_tabular('switch', args.batch_size, 0)
-  box = l2x_exp.oracle_blackbox('switch')
+  box = synthetic.oracle_blackbox('switch')
   probs = jax.nn.softmax(box(jnp.asarray(ds.x)))
   batch = {'x': jnp.asarray(ds.x), 'targets': probs}
   k = synthetic.TABULAR_K['switch']
