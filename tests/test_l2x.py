@@ -198,11 +198,38 @@ def test_blackbox_targets_and_determinism():
     assert np.all(np.isfinite(leaf))
   # Another key gives other initial parameters.
   x0 = jnp.asarray(data.x[:2])
-  p7 = l2x._init_params(kw['selector'], kw['approximator'],  # pylint: disable=protected-access
-                        jax.random.key(7), x0)[0]
-  p8 = l2x._init_params(kw['selector'], kw['approximator'],  # pylint: disable=protected-access
-                        jax.random.key(8), x0)[0]
+  p7 = l2x.init_params(kw['selector'], kw['approximator'],
+                       jax.random.key(7), x0)[0]
+  p8 = l2x.init_params(kw['selector'], kw['approximator'],
+                       jax.random.key(8), x0)[0]
   assert not np.allclose(p7['hidden0']['kernel'], p8['hidden0']['kernel'])
+  # An int seed is its key.
+  jax.tree.map(np.testing.assert_array_equal, p7, l2x.init_params(
+      kw['selector'], kw['approximator'], 7, x0)[0])
+
+
+def test_public_step_pieces_give_a_finite_loss_and_gradient():
+  # The pieces `fit` is made of (used by benchmarks/l2x_step_costs.py).
+  data = synthetic.make_tabular('xor', 64, 0)
+  sel, app = nets.MLPSelector(10, hidden=(8,)), nets.MLPApproximator(
+      2, hidden=(8,))
+  x = jnp.asarray(data.x)
+  sp, ap, state, logits, key = l2x.init_params(sel, app, 0, x[:2])
+  assert logits.shape == (2, 10)
+  sample = l2x.make_sampler('concrete', 0.1, {})
+  mask = sample(jax.random.key(1), logits, 2)
+  assert mask.shape == (2, 10) and np.all(np.asarray(mask).sum(1) <= 2 + 1e-5)
+  loss_fn = l2x.l2x_loss(sel, app, sample, 2, lambda v: v, 1e-3)
+  batch = {'x': x, 'targets': jnp.asarray(data.probs)}
+  grad, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
+      {'selector': sp, 'approximator': ap}, state, batch, key)
+  assert set(metrics) == {'cross_entropy', 'approximator_agreement',
+                          'mask_sum'}
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  for leaf in jax.tree.leaves(grad):
+    assert np.all(np.isfinite(leaf))
+  with pytest.raises(ValueError, match="sampler='hard' has no gradient"):
+    l2x.make_sampler('hard', 0.1, {})
 
 
 def test_steps_per_call_gives_the_same_fit():

@@ -235,15 +235,8 @@ def _fast_keys(key: Array, num: int, impl: str = 'rbg') -> list[Array]:
 
 @functools.partial(jax.jit, static_argnames=('selector', 'approximator'),
                    compiler_options=nets.INIT_COMPILER_OPTIONS)
-def _init_params(selector: nn.Module, approximator: nn.Module, key: Array,
-                 x0: Array) -> tuple[PyTree, PyTree, PyTree, Array, Array]:
-  """Initial selector params, approximator params and state, in one jit.
-
-  Returns `(selector_params, approximator_params, model_state, logits of
-  x0, train_key)`. Initial weights are drawn from 'unsafe_rbg' keys
-  (`nets.init_selector`): threefry's codegen for every kernel shape would
-  cost seconds of XLA compile on CPU.
-  """
+def _init_params_jit(selector: nn.Module, approximator: nn.Module, key: Array,
+                     x0: Array) -> tuple[PyTree, PyTree, PyTree, Array, Array]:
   init_key, train_key = jax.random.split(key)
   sel_key, app_key = jax.random.split(init_key)
   sel_params = nets.init_selector(selector, sel_key, x0)
@@ -252,6 +245,30 @@ def _init_params(selector: nn.Module, approximator: nn.Module, key: Array,
   app_params, model_state = nets.init_approximator(approximator, app_key, x0,
                                                    mask0)
   return sel_params, app_params, model_state, logits, train_key
+
+
+def init_params(selector: nn.Module, approximator: nn.Module, key: Any,
+                x0: Any) -> tuple[PyTree, PyTree, PyTree, Array, Array]:
+  """Initial selector params, approximator params and state, in one jit.
+
+  What `fit` starts from: `key` is split into an init key and the training
+  key. Initial weights are drawn from 'unsafe_rbg' keys
+  (`nets.init_selector`): threefry's codegen for every kernel shape would
+  cost seconds of XLA compile on CPU; the jit uses
+  `nets.INIT_COMPILER_OPTIONS`.
+
+  Args:
+    selector: the selector module `x -> logits[b, d]`.
+    approximator: the approximator module `(x, mask) -> logits[b, c]`.
+    key: PRNG key or int seed.
+    x0: example inputs `[b, *input_shape]` (a few rows; shapes matter).
+
+  Returns:
+    `(selector_params, approximator_params, model_state, logits [b, d] of
+    x0, train_key)`.
+  """
+  key = _checks.as_key('key', key)
+  return _init_params_jit(selector, approximator, key, jnp.asarray(x0))
 
 
 def _is_identity(groups: masking.FeatureGroups) -> bool:
@@ -395,8 +412,26 @@ APPROXIMATORS = ('learned', 'blackbox')
 PERTURBED_NUM_SAMPLES = 128  # L2X's default M for sampler='perturbed'
 
 
-def _sampler_fn(name: str, tau: Any, kwargs: Mapping[str, Any] | None
-                ) -> Callable[[Array, Array, int], Array]:
+def make_sampler(name: str, tau: Any, kwargs: Mapping[str, Any] | None
+                 ) -> Callable[[Array, Array, int], Array]:
+  """The training sampler V(theta, zeta) of L2X Eq. (5): `(key, logits, k) -> mask`.
+
+  A relaxed top-k of `xai_jax.relax` with its temperature and options bound:
+  the returned function maps a PRNG key, logits `[b, d]` and a static k to
+  the relaxed mask `[b, d]`. For 'perturbed' the Monte Carlo size defaults
+  to M = `PERTURBED_NUM_SAMPLES`.
+
+  Args:
+    name: a key of `relax.SAMPLERS` other than 'hard' (no gradient).
+    tau: the temperature (> 0).
+    kwargs: the sampler's keyword options (e.g. `{'num_samples': 8}`).
+
+  Returns:
+    `sample(key, logits, k) -> mask`.
+
+  Raises:
+    ValueError: unknown or gradient-free sampler, bad tau, unknown option.
+  """
   fn = relax.get_sampler(name)
   if name == 'hard':
     raise ValueError("sampler='hard' has no gradient; train with 'concrete', "
@@ -425,11 +460,31 @@ def _sampler_fn(name: str, tau: Any, kwargs: Mapping[str, Any] | None
 # Losses (L2X Eq. 6/8; REAL-X phases).
 
 
-def _l2x_loss(selector: nn.Module, approximator: nn.Module,
-              sample: Callable[[Array, Array, int], Array], k: int,
-              expand: Callable[[Array], Array], l2: float
-              ) -> train.LossFn:
-  """Joint L2X loss: CE(P_m(.|x), g_alpha(V(theta, zeta) * x)) + L2."""
+def l2x_loss(selector: nn.Module, approximator: nn.Module,
+             sample: Callable[[Array, Array, int], Array], k: int,
+             expand: Callable[[Array], Array], l2: float) -> train.LossFn:
+  """The joint L2X loss of L2X Eq. (6)/(8), as a `train.fit` loss function.
+
+      CE(P_m(.|x), g_alpha(x * V(theta, zeta))) + lambda * sum ||W||^2,
+
+  averaged over the batch, with one noise draw zeta per row and step.
+
+  Args:
+    selector: the selector module `x -> logits[b, d]`.
+    approximator: the approximator module `(x, mask) -> logits[b, c]`
+      (its collection 'box', if any, is read only).
+    sample: the relaxed top-k, `make_sampler(...)`.
+    k: the number of groups to select.
+    expand: group mask `[b, d]` -> input mask `[b, *input_shape]`
+      (`FeatureGroups.expand`; the identity for one group per feature).
+    l2: lambda of the L2 penalty (`nets.l2_penalty` of both modules).
+
+  Returns:
+    `loss_fn(params, model_state, batch, key) -> (loss, (model_state,
+    metrics))` with `params = {'selector': ..., 'approximator': ...}`,
+    `batch = {'x': [b, *input_shape], 'targets': [b, c]}` (soft targets)
+    and metrics 'cross_entropy', 'approximator_agreement', 'mask_sum'.
+  """
   def loss_fn(params, model_state, batch, key):
     x, p = batch['x'], batch['targets']
     noise_key, drop_key = _fast_keys(key, 2)
@@ -615,7 +670,7 @@ def fit(
   sampler = cfg.sampler
   _checks.check_choice('sampler', sampler, relax.SAMPLERS)
   tau = cfg.tau
-  sample = _sampler_fn(sampler, tau, cfg.sampler_kwargs.to_dict())
+  sample = make_sampler(sampler, tau, cfg.sampler_kwargs.to_dict())
   l2 = float(cfg.l2)
   if not math.isfinite(l2) or l2 < 0:
     raise ValueError(f'l2 must be >= 0, got {l2}.')
@@ -693,7 +748,7 @@ def fit(
         vocab_size=vocab_size)
   x0 = jnp.asarray(np.asarray(x[:2]))
   expand = _expander(groups, _is_identity(groups))
-  sel_params, app_params, model_state, logits0, train_key = _init_params(
+  sel_params, app_params, model_state, logits0, train_key = init_params(
       selector, approximator, key, x0)
   if box_state is not None:
     model_state = {**model_state, **box_state}
@@ -708,7 +763,7 @@ def fit(
 
   if not realx:
     tx = train.make_optimizer(opt_cfg, num_steps=max(num_steps, 1))
-    loss_fn = _l2x_loss(selector, approximator, sample, k, expand, l2)
+    loss_fn = l2x_loss(selector, approximator, sample, k, expand, l2)
     state, history = train.fit(
         loss_fn, {'selector': sel_params, 'approximator': app_params},
         _batch_fn(data, batch_size, train_key), tx=tx, key=train_key,
@@ -934,6 +989,8 @@ def approximator_accuracy(model: L2XModel, x: Any, targets: Any, *,
 
 
 __all__ = [
-    'L2XModel', 'approximator_accuracy', 'approximator_logits',
-    'default_config', 'explain', 'fit', 'select_inputs',
+    'APPROXIMATORS', 'L2XModel', 'MODALITIES', 'PERTURBED_NUM_SAMPLES',
+    'approximator_accuracy', 'approximator_logits', 'default_config',
+    'explain', 'fit', 'init_params', 'l2x_loss', 'make_sampler',
+    'select_inputs',
 ]
