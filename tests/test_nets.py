@@ -63,6 +63,22 @@ def test_mlp_approximator_is_blind_to_masked_features():
   assert set(state) == {'batch_stats'}
 
 
+def test_marginal_imputing_approximator_fills_from_the_previous_row():
+  app = nets.MarginalImputingApproximator(num_classes=2, hidden=(8,))
+  x = jax.random.normal(KEY, (5, 6))
+  mask = jnp.zeros((5, 6)).at[:, :2].set(1.0)
+  seen = app.masked_input(x, mask)
+  np.testing.assert_allclose(seen[:, :2], x[:, :2])
+  np.testing.assert_allclose(seen[:, 2:], jnp.roll(x, 1, axis=0)[:, 2:])
+  # Same nets and parameter tree as MLPApproximator; only the input differs.
+  params, state, out = _apply_app(app, x, mask)
+  plain = nets.MLPApproximator(num_classes=2, hidden=(8,))
+  want = _apply(plain, {'params': params, **state}, seen, jnp.ones_like(x))
+  np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+  assert nets.MarginalImputingApproximator.l2_layers == (
+      nets.MLPApproximator.l2_layers)
+
+
 def test_mlp_approximator_batchnorm_train_updates_stats():
   app = nets.MLPApproximator(num_classes=2)
   x = 3.0 + jax.random.normal(KEY, (64, 10))

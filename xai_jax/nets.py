@@ -197,6 +197,31 @@ class MLPApproximator(nn.Module):
                     name='head')(h)
 
 
+class MarginalImputingApproximator(MLPApproximator):
+  """L2X's tabular approximator with unselected features *imputed*, not zeroed.
+
+  `x_tilde = V * x + (1 - V) * x_other`, where `x_other` holds the same
+  features of another row of the batch (the batch rolled by one row: a draw
+  from the data's marginal when the rows are shuffled), then L2X's
+  [Dense(200) -> act -> BatchNorm] x 2 -> Dense(c) (`MLPApproximator`).
+  With zeros (L2X Eq. 6) the approximator sees *which* features were
+  selected and can decode a label or a regime from the selection pattern
+  (REAL-X, Jethani et al. 2021: the selector then need not select the
+  informative feature itself, e.g. X10 of the switch set); imputed values
+  are indistinguishable from real ones, so only the selected values carry
+  information. Needs batches of at least 2 rows; an explanation (the
+  selector's top-k) does not use the approximator.
+
+  Attributes: those of `MLPApproximator`.
+  """
+
+  def masked_input(self, x: Array, mask: Array) -> Array:
+    """`mask * x + (1 - mask) * roll(x, 1, axis=0)`, `[batch, *input_shape]`."""
+    x = x.astype(jnp.float32)
+    m = jnp.broadcast_to(mask.astype(jnp.float32), x.shape)
+    return m * x + (1.0 - m) * jnp.roll(x, 1, axis=0)
+
+
 # ----------------------------------------------------------------------------
 # Images.
 
@@ -643,10 +668,9 @@ def init_approximator(module: nn.Module, key: Array | int, x: Array,
 
 __all__ = [
     'ACTIVATIONS', 'BlackBoxApproximator', 'ConvApproximator',
-    'INIT_COMPILER_OPTIONS',
-    'MLPApproximator', 'MLPSelector', 'MODALITIES', 'PAD_LOGIT',
-    'PatchSelector', 'TextApproximator', 'TextSelector',
-    'blackbox_approximator', 'box_variables', 'init_approximator',
-    'init_selector', 'l2_penalty', 'make_approximator', 'make_selector',
-    'selu',
+    'INIT_COMPILER_OPTIONS', 'MLPApproximator', 'MLPSelector', 'MODALITIES',
+    'MarginalImputingApproximator', 'PAD_LOGIT', 'PatchSelector',
+    'TextApproximator', 'TextSelector', 'blackbox_approximator',
+    'box_variables', 'init_approximator', 'init_selector', 'l2_penalty',
+    'make_approximator', 'make_selector', 'selu',
 ]
