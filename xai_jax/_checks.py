@@ -256,3 +256,21 @@ def check_labels(name: str, y: Any, n: int, num_classes: int | None = None
     return y, int(y.shape[1]), True
   raise ValueError(f'{name} must be int class labels [n] or soft targets '
                    f'float [n, num_classes], got {y.dtype} {y.shape}.')
+
+
+def check_model_input(box: Any, x: Any, name: str = 'x') -> jax.Array:
+  """`x` as an array accepted by the black box `box`, with at least one row.
+
+  Args:
+    box: a `blackbox.BlackBox` (its `check_input` checks the shape
+      `[batch, *input_shape]`, finiteness and the input dtype).
+    x: the candidate batch.
+    name: the argument's name, used in error messages.
+  Returns:
+    `x` as an array `[batch >= 1, *input_shape]`.
+  """
+  x = as_array(name, x)
+  box.check_input(x, name)
+  if x.shape[0] == 0:
+    raise ValueError(f'{name} must hold at least one example.')
+  return x

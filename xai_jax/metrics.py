@@ -57,6 +57,7 @@ Model = bb.BlackBox | Callable[[Array], Array]
 Baseline = float | int | Array | np.ndarray | str
 
 _DEFAULT_BATCH = 1024
+_BINARY_HINT = 'use top_k_mask(scores, k) to turn scores into a selection.'
 
 
 # =============================================================================
@@ -64,16 +65,8 @@ _DEFAULT_BATCH = 1024
 # =============================================================================
 
 
-def _as_array(name: str, x: Any) -> Array:
-  if isinstance(x, (list, tuple, int, float, bool, np.number, np.bool_)):
-    x = np.asarray(x)
-  if not hasattr(x, 'shape') or not hasattr(x, 'dtype'):
-    raise ValueError(f'{name} must be an array, got {type(x).__name__}.')
-  return x if isinstance(x, jax.Array) else jnp.asarray(x)
-
-
 def _check_scores(name: str, s: Any, ndim: int | Sequence[int] = 2) -> Array:
-  s = _as_array(name, s)
+  s = _checks.as_array(name, s)
   _checks.check_array(name, s, ndim=ndim, finite=True)
   if not (jnp.issubdtype(s.dtype, jnp.floating) or
           jnp.issubdtype(s.dtype, jnp.integer) or s.dtype == jnp.bool_):
@@ -85,53 +78,15 @@ def _check_scores(name: str, s: Any, ndim: int | Sequence[int] = 2) -> Array:
       s.dtype, jnp.floating) else s
 
 
-def _check_binary(name: str, m: Any) -> Array:
-  """A {0, 1} or bool array -> bool (value check skipped for tracers)."""
-  m = _as_array(name, m)
-  if m.dtype == jnp.bool_:
-    return m
-  if not _checks.is_tracer(m):
-    v = np.asarray(m)
-    if not np.all((v == 0) | (v == 1)):
-      raise ValueError(f'{name} must be binary (bool or 0/1 values); use '
-                       'top_k_mask(scores, k) to turn scores into a selection.')
-  return m > 0.5
-
-
 def _check_ground_truth(name: str, gt: Any, shape: tuple[int, ...]) -> Array:
   """Binary `[batch, d]` (or `[d]`, broadcast over the batch) -> bool."""
-  gt = _check_binary(name, gt)
+  gt = _checks.check_binary(name, gt, _BINARY_HINT)
   if gt.shape == shape[1:]:
     gt = jnp.broadcast_to(gt, shape)
   if gt.shape != shape:
     raise ValueError(f'{name} must have shape {shape} (or {shape[1:]}), got '
                      f'{gt.shape}.')
   return gt
-
-
-def _check_key(name: str, key: Any) -> Array:
-  if key is None:
-    raise ValueError(f'{name} is required: pass a PRNG key, e.g. '
-                     'jax.random.key(0).')
-  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-    return jax.random.key(int(key))
-  if hasattr(key, 'dtype') and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if key.shape != ():
-      raise ValueError(f'{name} must be a single PRNG key, got shape '
-                       f'{key.shape}.')
-    return key
-  if hasattr(key, 'dtype') and key.dtype == jnp.uint32 and key.shape == (2,):
-    return jnp.asarray(key)
-  raise ValueError(f'{name} must be a PRNG key (jax.random.key(seed)), got '
-                   f'{key!r}.')
-
-
-def _check_int(name: str, v: Any, *, minimum: int = 1) -> int:
-  if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-    raise ValueError(f'{name} must be a Python int, got {v!r}.')
-  if v < minimum:
-    raise ValueError(f'{name} must be >= {minimum}, got {v}.')
-  return int(v)
 
 
 def _nanmean(v: Array) -> Array:
@@ -147,53 +102,17 @@ def _box(model: Model, x: Array) -> bb.BlackBox:
   return bb.as_blackbox(model, input_shape=x.shape[1:])
 
 
-def _check_x(box: bb.BlackBox, x: Any, name: str = 'x') -> Array:
-  x = _as_array(name, x)
-  box.check_input(x, name)
-  if x.shape[0] == 0:
-    raise ValueError(f'{name} must hold at least one example.')
-  return x
-
-
 def _check_classifier(box: bb.BlackBox, what: str) -> None:
   if box.output == 'regression':
     raise ValueError(f'{what} needs a classifier; black box {box.name!r} has '
                      "output='regression'.")
 
 
-def _check_groups(groups: masking.FeatureGroups | None,
-                  input_shape: tuple[int, ...]) -> None:
-  if groups is None:
-    return
-  if not isinstance(groups, masking.FeatureGroups):
-    raise ValueError(f'groups must be a FeatureGroups, got '
-                     f'{type(groups).__name__}.')
-  if tuple(groups.input_shape) != tuple(input_shape):
-    raise ValueError(f'groups were built for inputs of shape '
-                     f'{groups.input_shape}, but x has examples of shape '
-                     f'{tuple(input_shape)}.')
-
-
-def _keep_mask(name: str, selection: Any, x: Array,
-               groups: masking.FeatureGroups | None) -> Array:
-  """A binary selection over the input or groups -> float `x`-shaped mask."""
-  sel = _check_binary(name, selection)
-  b = x.shape[0]
-  if sel.shape == x.shape:
-    return sel.astype(jnp.float32)
-  if groups is not None and sel.shape == (b, groups.num_groups):
-    return groups.expand(sel.astype(jnp.float32))
-  want = f'{x.shape}'
-  if groups is not None:
-    want += f' or [batch, num_groups]={(b, groups.num_groups)}'
-  else:
-    want += ' (pass groups= for a selection over feature groups)'
-  raise ValueError(f'{name} must have shape {want}, got {sel.shape}.')
-
-
 def _baseline_array(name: str, baseline: Baseline, x: Array,
                     box: bb.BlackBox) -> Array:
-  """Any accepted baseline -> `[batch, *input_shape]` of x's dtype."""
+  """Any accepted baseline -> `[batch, *input_shape]` of x's dtype, built by
+  `masking.make_baseline` (a name, or an array as its 'reference')."""
+  kind, reference = baseline, None
   if isinstance(baseline, str):
     if box.input_dtype == 'int':
       raise ValueError(f'{name} must be a pad token id for token inputs, got '
@@ -202,35 +121,29 @@ def _baseline_array(name: str, baseline: Baseline, x: Array,
       raise ValueError(f"{name}='noise' is random; build it with "
                        "masking.make_baseline('noise', x, key=...) and pass "
                        'the array.')
-    try:
-      return masking.make_baseline(baseline, x)
-    except ValueError as e:
-      raise ValueError(f'{name}: {e}') from None
-  b = _as_array(name, baseline)
-  _checks.check_array(name, b, finite=True)
-  if b.ndim and b.shape not in (x.shape, x.shape[1:]):
-    raise ValueError(f'{name} must be a scalar, [*input_shape]={x.shape[1:]} '
-                     f'or [batch, *input_shape]={x.shape}, got {b.shape}.')
-  if box.input_dtype == 'int' and not jnp.issubdtype(b.dtype, jnp.integer):
-    if _checks.is_tracer(b) or not np.all(np.mod(np.asarray(b), 1) == 0):
-      raise ValueError(f'{name} must be an integer pad id for token inputs, '
-                       f'got {baseline!r}.')
-  return jnp.broadcast_to(b.astype(x.dtype), x.shape)
+  else:
+    kind, reference = 'reference', _checks.as_array(name, baseline)
+    _checks.check_array(name, reference, finite=True)
+    if (box.input_dtype == 'int'
+        and not jnp.issubdtype(reference.dtype, jnp.integer)):
+      if (_checks.is_tracer(reference)
+          or not np.all(np.mod(np.asarray(reference), 1) == 0)):
+        raise ValueError(f'{name} must be an integer pad id for token inputs, '
+                         f'got {baseline!r}.')
+  try:
+    return masking.make_baseline(kind, x, reference=reference)
+  except ValueError as e:
+    raise ValueError(f'{name}: {e}') from None
 
 
 def _check_target(target: Any, b: int) -> Array | None:
-  if target is None:
-    return None
-  try:
-    return bb.resolve_target(None, target, b)
-  except ValueError as e:
-    raise ValueError(str(e)) from None
+  return None if target is None else bb.resolve_target(None, target, b)
 
 
 def _units(name: str, attributions: Any, x: Array,
            groups: masking.FeatureGroups | None) -> Array:
   """Attributions over the input or over groups -> `[batch, d]` unit scores."""
-  a = _as_array(name, attributions)
+  a = _checks.as_array(name, attributions)
   _checks.check_array(name, a, finite=True)
   if not jnp.issubdtype(a.dtype, jnp.floating):
     a = a.astype(jnp.float32)
@@ -323,40 +236,6 @@ def _auroc_rows(scores: Array, positive: Array) -> Array:
   return jnp.where((n1 > 0) & (n0 > 0), auc, jnp.nan)
 
 
-def _map_items(fn: Callable[[Array], PyTree], n_items: int, chunk: int
-               ) -> PyTree:
-  """`fn(idx[chunk]) -> pytree of [chunk, ...]` over `range(n_items)` with
-  `jax.lax.map`, one chunk at a time (memory-bounded); -> `[n_items, ...]`."""
-  chunk = max(1, min(int(chunk), n_items))
-  num = -(-n_items // chunk)
-  idx = jnp.minimum(jnp.arange(num * chunk, dtype=jnp.int32), n_items - 1)
-  out = jax.lax.map(fn, idx.reshape(num, chunk))
-  return jax.tree.map(
-      lambda o: o.reshape((num * chunk,) + o.shape[2:])[:n_items], out)
-
-
-def _forward(box: bb.BlackBox, x: Array, chunk: int) -> Array:
-  return _map_items(lambda i: box.apply_fn(box.params, x[i]), x.shape[0],
-                    chunk)
-
-
-def _mask_input(x: Array, keep: Array, baseline: Array) -> Array:
-  """Keep `x` where `keep`, else the baseline (pad id for token inputs)."""
-  if jnp.issubdtype(x.dtype, jnp.integer):
-    keep = jnp.broadcast_to(keep, x.shape)
-    if x.ndim == 2 and baseline.ndim == 0:
-      return masking.mask_tokens(x, keep, baseline)
-    return jnp.where(keep > 0.5, x, baseline.astype(x.dtype))
-  return masking.apply_mask(x, keep, baseline)
-
-
-def _expand(groups: masking.FeatureGroups | None, unit_mask: Array,
-            input_shape: tuple[int, ...]) -> Array:
-  if groups is None:
-    return unit_mask.reshape((unit_mask.shape[0], *input_shape))
-  return groups.expand(unit_mask)
-
-
 def _target_scores(box: bb.BlackBox, outputs: Array, target: Array,
                    space: str) -> Array:
   if space != 'raw':
@@ -414,7 +293,7 @@ def median_rank(scores: Array, ground_truth: Array, key: Array, *,
   """
   scores = _check_scores('scores', scores)
   gt = _check_ground_truth('ground_truth', ground_truth, scores.shape)
-  key = _check_key('key', key)
+  key = _checks.as_key('key', key, method='median_rank')
   ranks = _random_tie_ranks(scores, key, jnp.bool_(absolute))
   med = _median_rank_core(ranks, gt)
   return _result('median_rank', med, median_rank_std=jnp.nanstd(med),
@@ -448,7 +327,7 @@ def top_k_mask(scores: Array, k: int, *, key: Array | None = None,
   scores = _check_scores('scores', scores)
   k = _checks.check_k('k', k, scores.shape[1])
   if key is not None:
-    return _random_tie_ranks(scores, _check_key('key', key),
+    return _random_tie_ranks(scores, _checks.as_key('key', key),
                              jnp.bool_(absolute)) <= k
   return _top_k_core(scores, k, jnp.bool_(absolute))
 
@@ -495,7 +374,7 @@ def tpr_fdr_at_k(scores: Array | None, ground_truth: Array,
     scores = _check_scores('scores', scores)
     sel = top_k_mask(scores, k, key=key, absolute=absolute)
   else:
-    sel = _check_binary('selection', selection)
+    sel = _checks.check_binary('selection', selection, _BINARY_HINT)
     _checks.check_array('selection', sel, ndim=2)
   gt = _check_ground_truth('ground_truth', ground_truth, sel.shape)
   tpr, fdr = _tpr_fdr_core(sel, gt)
@@ -538,7 +417,7 @@ def _check_maps(saliency: Any, gt_mask: Any, channel_reduce: str
   """-> saliency `[b, H, W]` float and gt bool `[b, H, W]`."""
   _checks.check_choice('channel_reduce', channel_reduce, _CHANNEL_REDUCE)
   s = _check_scores('saliency', saliency, ndim=(3, 4))
-  g = _check_binary('gt_mask', gt_mask)
+  g = _checks.check_binary('gt_mask', gt_mask)
   if s.ndim == 4:
     s = {'sum': lambda v: v.sum(-1), 'mean': lambda v: v.mean(-1),
          'abs_sum': lambda v: jnp.abs(v).sum(-1),
@@ -551,7 +430,7 @@ def _check_maps(saliency: Any, gt_mask: Any, channel_reduce: str
   if g.shape != s.shape:
     raise ValueError(f'gt_mask must have shape {s.shape} (batch, H, W; an '
                      f'optional channel axis is reduced with any), got '
-                     f'{_as_array("gt_mask", gt_mask).shape}.')
+                     f'{_checks.as_array("gt_mask", gt_mask).shape}.')
   return s, g
 
 
@@ -714,7 +593,7 @@ def effective_heat_ratio_curve(saliency: Array, gt_mask: Array, *,
     `[batch, num_quantiles]` and `quantiles` `[num_quantiles]`.
   """
   s, g = _check_maps(saliency, gt_mask, channel_reduce)
-  num_quantiles = _check_int('num_quantiles', num_quantiles, minimum=2)
+  num_quantiles = _checks.check_int('num_quantiles', num_quantiles, minimum=2)
   auc, ratios, qs = _ehr_curve_core(s, g, jnp.float32(base_threshold),
                                     num_quantiles, bool(normalize),
                                     bool(weight_by_heat))
@@ -728,9 +607,9 @@ def effective_heat_ratio_curve(saliency: Array, gt_mask: Array, *,
 
 @functools.partial(jax.jit, static_argnames=('chunk',))
 def _posthoc_core(box, x, keep, baseline, chunk):
-  pred = jnp.argmax(_forward(box, x, chunk), -1)
-  xm = _mask_input(x, keep, baseline)
-  pred_s = jnp.argmax(_forward(box, xm, chunk), -1)
+  pred = jnp.argmax(bb.forward_in_chunks(box, x, chunk), -1)
+  xm = masking.apply_mask(x, keep, baseline)
+  pred_s = jnp.argmax(bb.forward_in_chunks(box, xm, chunk), -1)
   return (pred == pred_s).astype(jnp.float32), pred, pred_s
 
 
@@ -763,11 +642,11 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
   """
   box = _box(model, x)
   _check_classifier(box, 'posthoc_accuracy')
-  x = _check_x(box, x)
-  _check_groups(groups, box.input_shape)
-  keep = _keep_mask('selection', selection, x, groups)
+  x = _checks.check_model_input(box, x)
+  masking.check_groups(groups, box.input_shape)
+  keep = masking.selection_mask(selection, x, groups)
   base = _baseline_array('baseline', baseline, x, box)
-  chunk = _check_int('batch_size', batch_size)
+  chunk = _checks.check_int('batch_size', batch_size)
   agree, pred, pred_s = _posthoc_core(box, x, keep, base, chunk)
   return {'agreement': agree, 'posthoc_accuracy': jnp.mean(agree),
           'prediction': pred, 'prediction_selected': pred_s}
@@ -787,8 +666,8 @@ train_evalx = realx.train_evalx
 @functools.partial(jax.jit, static_argnames=('soft', 'chunk'))
 def _evalx_core(evaluator, x, keep, y, soft, chunk):
   box = evaluator.box
-  xm = _mask_input(x, keep, jnp.broadcast_to(evaluator.baseline, x.shape))
-  lp = jax.nn.log_softmax(_forward(box, xm, chunk), -1)
+  xm = evaluator.masked_input(x, keep)
+  lp = jax.nn.log_softmax(bb.forward_in_chunks(box, xm, chunk), -1)
   if soft:
     label, ll = jnp.argmax(y, -1), (y * lp).sum(-1)
   else:
@@ -805,10 +684,10 @@ def _evalx_prepare(evaluator: Evaluator, x: Array, selection: Array,
   if not isinstance(evaluator, Evaluator):
     raise ValueError(f'evaluator must be an Evaluator (from train_evalx), got '
                      f'{type(evaluator).__name__}.')
-  x = _check_x(evaluator.box, x)
+  x = _checks.check_model_input(evaluator.box, x)
   groups = groups if groups is not None else evaluator.groups
-  _check_groups(groups, evaluator.box.input_shape)
-  keep = _keep_mask('selection', selection, x, groups)
+  masking.check_groups(groups, evaluator.box.input_shape)
+  keep = masking.selection_mask(selection, x, groups)
   y, _, soft = _checks.check_labels('labels', labels, x.shape[0],
                              evaluator.num_classes)
   return keep, y, soft
@@ -838,7 +717,7 @@ def evalx_accuracy(evaluator: Evaluator, x: Array, selection: Array,
   """
   keep, y, soft = _evalx_prepare(evaluator, x, selection, labels, groups)
   correct, ll, _, _ = _evalx_core(evaluator, x, keep, y, soft,
-                                  _check_int('batch_size', batch_size))
+                                  _checks.check_int('batch_size', batch_size))
   return {'correct': correct, 'evalx_accuracy': jnp.mean(correct),
           'log_likelihood': ll, 'log_likelihood_mean': jnp.mean(ll)}
 
@@ -867,7 +746,7 @@ def evalx_auroc(evaluator: Evaluator, x: Array, selection: Array,
                      f'{evaluator.num_classes} classes; use evalx_accuracy.')
   keep, y, soft = _evalx_prepare(evaluator, x, selection, labels, groups)
   _, _, probs, auc = _evalx_core(evaluator, x, keep, y, soft,
-                                 _check_int('batch_size', batch_size))
+                                 _checks.check_int('batch_size', batch_size))
   return {'evalx_auroc': auc, 'prob': probs[:, 1]}
 
 
@@ -884,27 +763,28 @@ def _del_ins_core(box, x, units, target, counts, groups, del_base, ins_base,
                   modes, space, chunk):
   b = x.shape[0]
   if target is None:
-    target = jnp.argmax(_forward(box, x, chunk), -1).astype(jnp.int32)
+    target = jnp.argmax(bb.forward_in_chunks(box, x, chunk),
+                        -1).astype(jnp.int32)
   pos = _order_positions(units)
   t1 = counts.shape[0]
 
   def fn(idx):
     i, t = idx // t1, idx % t1
     top = (pos[i] < counts[t][:, None]).astype(jnp.float32)
-    top_x = _expand(groups, top, box.input_shape)
+    top_x = groups.expand(top)
     xi, tg = x[i], target[i]
     out = {}
     if 'deletion' in modes:
-      xd = _mask_input(xi, 1.0 - top_x, del_base[i])
+      xd = masking.apply_mask(xi, 1.0 - top_x, del_base[i])
       out['deletion'] = _target_scores(box, box.apply_fn(box.params, xd), tg,
                                        space)
     if 'insertion' in modes:
-      xn = _mask_input(xi, top_x, ins_base[i])
+      xn = masking.apply_mask(xi, top_x, ins_base[i])
       out['insertion'] = _target_scores(box, box.apply_fn(box.params, xn), tg,
                                         space)
     return out
 
-  curves = _map_items(fn, b * t1, chunk)
+  curves = bb.map_batches(fn, jnp.arange(b * t1, dtype=jnp.int32), chunk)
   frac = counts.astype(jnp.float32) / units.shape[1]
   res = {}
   for m in modes:
@@ -957,16 +837,18 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
     `m_curve` `[batch, T+1]`, `m_auc` `[batch]`, `m_auc_mean` `[]`.
   """
   box = _box(model, x)
-  x = _check_x(box, x)
-  _check_groups(groups, box.input_shape)
+  x = _checks.check_model_input(box, x)
+  masking.check_groups(groups, box.input_shape)
   _checks.check_choice('mode', mode, ('both', 'deletion', 'insertion'))
   _checks.check_choice('space', space, _SPACES)
   if space != 'raw':
     _check_classifier(box, f"deletion_insertion(space={space!r})")
   units = _units('attributions', attributions, x, groups)
+  if groups is None:
+    groups = masking.feature_groups(box.input_shape)
   d = units.shape[1]
   num_steps = min(d, 100) if num_steps is None else num_steps
-  num_steps = _check_int('num_steps', num_steps)
+  num_steps = _checks.check_int('num_steps', num_steps)
   if num_steps > d:
     raise ValueError(f'num_steps={num_steps} is larger than the number of '
                      f'units d={d}.')
@@ -979,7 +861,7 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
   modes = ('deletion', 'insertion') if mode == 'both' else (mode,)
   res, frac, tgt = _del_ins_core(box, x, units, tgt, counts, groups, del_base,
                                  ins_base, modes, space,
-                                 _check_int('batch_size', batch_size))
+                                 _checks.check_int('batch_size', batch_size))
   out = {'fractions': frac, 'target': tgt}
   for m, (curve, auc) in res.items():
     out[f'{m}_curve'] = curve
@@ -992,7 +874,7 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
 def _sens_n_core(box, x, units, key, target, groups, base, n, num_subsets,
                  space, chunk):
   b, d = units.shape
-  out0 = _forward(box, x, chunk)
+  out0 = bb.forward_in_chunks(box, x, chunk)
   if target is None:
     target = jnp.argmax(out0, -1).astype(jnp.int32)
   f0 = _target_scores(box, out0, target, space)
@@ -1008,13 +890,14 @@ def _sens_n_core(box, x, units, key, target, groups, base, n, num_subsets,
     i, s = idx // num_subsets, idx % num_subsets
     m = jax.vmap(subset)(i, s)
     attr_sum = (m * units[i]).sum(1)
-    xr = _mask_input(x[i], 1.0 - _expand(groups, m, box.input_shape),
+    xr = masking.apply_mask(x[i], 1.0 - groups.expand(m),
                      base[i])
     drop = f0[i] - _target_scores(box, box.apply_fn(box.params, xr),
                                   target[i], space)
     return attr_sum, drop
 
-  attr_sum, drop = _map_items(fn, b * num_subsets, chunk)
+  attr_sum, drop = bb.map_batches(
+      fn, jnp.arange(b * num_subsets, dtype=jnp.int32), chunk)
   attr_sum = attr_sum.reshape(b, num_subsets)
   drop = drop.reshape(b, num_subsets)
   return _pearson(attr_sum, drop), attr_sum, drop
@@ -1057,21 +940,23 @@ def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
     `[batch, num_subsets]`.
   """
   box = _box(model, x)
-  x = _check_x(box, x)
-  _check_groups(groups, box.input_shape)
+  x = _checks.check_model_input(box, x)
+  masking.check_groups(groups, box.input_shape)
   _checks.check_choice('space', space, _SPACES)
   if space != 'raw':
     _check_classifier(box, f'sensitivity_n(space={space!r})')
   units = _units('attributions', attributions, x, groups)
+  if groups is None:
+    groups = masking.feature_groups(box.input_shape)
   n = _checks.check_k('n', n, units.shape[1])
-  num_subsets = _check_int('num_subsets', num_subsets, minimum=2)
-  key = _check_key('key', key)
+  num_subsets = _checks.check_int('num_subsets', num_subsets, minimum=2)
+  key = _checks.as_key('key', key, method='sensitivity_n')
   tgt = _check_target(target, x.shape[0])
   base = _baseline_array('baseline', baseline, x, box)
   corr, sums, drops = _sens_n_core(box, x, units, key, tgt, groups, base,
                                    jnp.int32(n),
                                    num_subsets, space,
-                                   _check_int('batch_size', batch_size))
+                                   _checks.check_int('batch_size', batch_size))
   return _result('sensitivity_n', corr, attribution_sums=sums,
                  output_drops=drops)
 
@@ -1080,7 +965,7 @@ def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
 def _infidelity_core(box, x, attr, key, target, base, use_base, noise_std,
                      num_samples, space, chunk):
   b = x.shape[0]
-  out0 = _forward(box, x, chunk)
+  out0 = bb.forward_in_chunks(box, x, chunk)
   if target is None:
     target = jnp.argmax(out0, -1).astype(jnp.int32)
   f0 = _target_scores(box, out0, target, space)
@@ -1100,7 +985,8 @@ def _infidelity_core(box, x, attr, key, target, base, use_base, noise_std,
     dot = (pert * attr[i]).reshape(idx.shape[0], -1).sum(1)
     return dot, f0[i] - fx
 
-  dot, diff = _map_items(fn, b * num_samples, chunk)
+  dot, diff = bb.map_batches(
+      fn, jnp.arange(b * num_samples, dtype=jnp.int32), chunk)
   dot, diff = dot.reshape(b, num_samples), diff.reshape(b, num_samples)
   infid = jnp.mean((dot - diff) ** 2, axis=1)
   dd = jnp.mean(dot * dot, axis=1)
@@ -1147,19 +1033,19 @@ def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
   box = _box(model, x)
   if box.input_dtype == 'int':
     raise ValueError('infidelity needs continuous inputs; x holds token ids.')
-  x = _check_x(box, x)
+  x = _checks.check_model_input(box, x)
   _checks.check_choice('space', space, _SPACES)
   if space != 'raw':
     _check_classifier(box, f'infidelity(space={space!r})')
-  attr = _as_array('attributions', attributions)
+  attr = _checks.as_array('attributions', attributions)
   _checks.check_array('attributions', attr, finite=True)
   if attr.shape != x.shape:
     raise ValueError(f'attributions must have the shape of x {x.shape}, got '
                      f'{attr.shape}.')
   attr = attr.astype(x.dtype)
-  num_samples = _check_int('num_samples', num_samples)
+  num_samples = _checks.check_int('num_samples', num_samples)
   _checks.check_positive('noise_std', noise_std)
-  key = _check_key('key', key)
+  key = _checks.as_key('key', key, method='infidelity')
   tgt = _check_target(target, x.shape[0])
   if baseline is None:
     base, use_base = jnp.zeros_like(x), 0.0
@@ -1168,7 +1054,7 @@ def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
   infid, infid_n, beta = _infidelity_core(
       box, x, attr, key, tgt, base, jnp.asarray(use_base, x.dtype),
       jnp.asarray(noise_std, x.dtype),
-      num_samples, space, _check_int('batch_size', batch_size))
+      num_samples, space, _checks.check_int('batch_size', batch_size))
   out = _result('infidelity', infid)
   out.update(_result('infidelity_normalized', infid_n, beta=beta))
   return out

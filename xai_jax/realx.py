@@ -52,7 +52,7 @@ MaskKeys = Callable[[Array], tuple[Array, Array | None]]
 
 
 def split_mask_keys(key: Array) -> tuple[Array, Array]:
-  """`(mask_key, dropout_key) = jax.random.split(key)` (used by `train_evalx`)."""
+  """`(mask_key, dropout_key) = jax.random.split(key)`, as `train_evalx`."""
   mask_key, dropout_key = jax.random.split(key)
   return mask_key, dropout_key
 
@@ -186,7 +186,8 @@ def linen_apply_fn(module: nn.Module, *, baseline: Array | float | None = None,
 
 
 class EvalxMLP(nn.Module):
-  """The default EVAL-X evaluator: flatten, (Dense + ReLU) x len(hidden), logits.
+  """The default EVAL-X evaluator: flatten, (Dense + ReLU) x len(hidden),
+  logits.
 
   Attributes:
     hidden: the hidden widths.
@@ -236,22 +237,12 @@ class Evaluator:
     """q's logits `[batch, c]` on `x` masked by a binary selection
     (`[batch, *input_shape]`, or `[batch, num_groups]` over `groups`, default
     the evaluator's groups); `selection=None` scores the full input."""
-    x = check_inputs(self.box, x)
+    x = _checks.check_model_input(self.box, x)
     if selection is None:
       return self.box(x)
     keep = masking.selection_mask(selection, x,
                                   self.groups if groups is None else groups)
     return self.box(self.masked_input(x, keep))
-
-
-def check_inputs(box: bb.BlackBox, x: Any, name: str = 'x') -> Array:
-  """`x` as an array checked against the box: `[batch >= 1, *input_shape]`,
-  finite, of the box's input dtype (`ValueError` naming `name`)."""
-  x = _checks.as_array(name, x)
-  box.check_input(x, name)
-  if x.shape[0] == 0:
-    raise ValueError(f'{name} must hold at least one example.')
-  return x
 
 
 def train_evalx(key: Array | int, x: Array, y: Array, *,
@@ -366,7 +357,7 @@ def train_evalx(key: Array | int, x: Array, y: Array, *,
 
 
 __all__ = [
-    'ApplyFn', 'EvalxMLP', 'Evaluator', 'MaskKeys', 'check_inputs',
-    'linen_apply_fn', 'random_mask_loss', 'random_masks', 'rbg_mask_keys',
+    'ApplyFn', 'EvalxMLP', 'Evaluator', 'MaskKeys', 'linen_apply_fn',
+    'random_mask_loss', 'random_masks', 'rbg_mask_keys',
     'split_mask_keys', 'train_evalx',
 ]
