@@ -87,6 +87,50 @@ def test_mask_tokens():
   np.testing.assert_array_equal(out, [[3, 0, 5, 0]])
 
 
+def test_apply_mask_on_token_ids_is_hard():
+  tok = jnp.array([[3, 4, 5, 6], [7, 8, 9, 10]], jnp.int32)
+  keep = jnp.array([[1.0, 0.0, 0.9, 0.1], [0.0, 1.0, 1.0, 0.0]])
+  out = masking.apply_mask(tok, keep, 0)
+  assert out.dtype == jnp.int32
+  np.testing.assert_array_equal(out[:1], masking.mask_tokens(tok[:1], keep[:1]))
+  np.testing.assert_array_equal(out, [[3, 0, 5, 0], [0, 8, 9, 0]])
+  np.testing.assert_array_equal(
+      masking.apply_mask(tok, keep > 0.5, jnp.array([1, 2, 3, 4])),
+      [[3, 2, 5, 4], [1, 8, 9, 4]])
+
+
+def test_make_baseline_scalar_reference():
+  x = jnp.ones((2, 3))
+  np.testing.assert_array_equal(
+      masking.make_baseline('reference', x, reference=0.5), jnp.full((2, 3), .5))
+  with pytest.raises(ValueError, match='reference must be a scalar'):
+    masking.make_baseline('reference', x, reference=jnp.ones((4,)))
+
+
+def test_selection_mask_and_check_groups():
+  x = jnp.ones((2, 4, 4))
+  g = masking.patch_groups((4, 4), 2)
+  sel = jnp.array([[1, 0, 0, 1], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(masking.selection_mask(sel, x, g),
+                                g.expand(sel.astype(jnp.float32)))
+  full = np.zeros((2, 4, 4), bool)
+  full[0, 0, 0] = True
+  m = masking.selection_mask(full, x)
+  assert m.dtype == jnp.float32 and float(m.sum()) == 1.0
+  with pytest.raises(ValueError, match='binary'):
+    masking.selection_mask(jnp.full((2, 4), 0.5), x, g)
+  with pytest.raises(ValueError, match='pass groups='):
+    masking.selection_mask(sel, x)
+  with pytest.raises(ValueError, match='mine must have shape'):
+    masking.selection_mask(jnp.ones((2, 5)), x, g, name='mine')
+  masking.check_groups(None, (4, 4))
+  masking.check_groups(g, (4, 4))
+  with pytest.raises(ValueError, match='built for inputs of shape'):
+    masking.check_groups(g, (8, 8))
+  with pytest.raises(ValueError, match='FeatureGroups'):
+    masking.check_groups('patches', (4, 4))
+
+
 def test_bad_inputs():
   with pytest.raises(ValueError, match='patch=5 does not divide'):
     masking.patch_groups((28, 28, 1), 5)
