@@ -3,7 +3,15 @@
 Workload (DESIGN.md §6): an MLP d -> 200 -> 200 -> 2 (ReLU, softmax), the
 class-1 probability is explained, X ~ N(0, I_d), 200 test rows, zero baseline;
 the same random weights in JAX (xai_jax), numpy (shap, lime) and torch
-(captum), all in this process, on the CPU.
+(captum), on the CPU.
+
+Each peer (shap, lime, captum) runs in a process of its own that never loads
+JAX (`python attribution_vs_peers.py --peer NAME --inputs in.npz --result
+out.npz`, started by the main run): the weights and rows go in through an
+.npz in a temporary folder, the timings and attributions come back through
+another; the child records whether `jax` was in `sys.modules` after its run
+(`jax_loaded`, printed in the table). xai_jax runs in the main process; the
+errors against the reference are computed there.
 
 Rows of the table:
   1. KernelSHAP, d = 100, 2,248 coalitions per row: xai_jax.kernel_shap on 200
@@ -27,6 +35,7 @@ Rows of the table:
      kernel_shap.
 
 Run:  python benchmarks/attribution_vs_peers.py [--quick] [--out results.json]
+          [--skip kernel,exact,lime,ig,memory,peers]
 """
 
 from __future__ import annotations
@@ -38,20 +47,27 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
-os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+# A peer child (`--peer NAME`) imports numpy and its peer package only: no
+# JAX, no xai_jax.
+PEER_CHILD = __name__ == '__main__' and '--peer' in sys.argv[1:]
 
-from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
-# The package re-exports the function `lime`, which shadows the module name.
-xlime = importlib.import_module('xai_jax.attribution.lime')
-from xai_jax.attribution import shap as xshap  # pylint: disable=g-import-not-at-top
+if not PEER_CHILD:
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  sys.path.insert(0, os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
+  # The package re-exports the function `lime`, which shadows the module name.
+  xlime = importlib.import_module('xai_jax.attribution.lime')
+  from xai_jax.attribution import shap as xshap  # pylint: disable=g-import-not-at-top
 
 HIDDEN = 200
 TARGET = 1
@@ -103,6 +119,163 @@ def torch_model(w: dict[str, np.ndarray]):
       layer.weight.copy_(torch.from_numpy(w['w' + k].T.copy()))
       layer.bias.copy_(torch.from_numpy(w['b' + k]))
   return m.eval()
+
+
+# ------------------------------------------------------------------- peers
+# Each peer runs in a child process of its own (`--peer NAME`), which imports
+# numpy, the peer package and its dependencies only. The parent writes the
+# inputs (the MLP's weights, the rows, the options) to an .npz; the child
+# writes its timings and attributions to another.
+WEIGHT_NAMES = ('w1', 'b1', 'w2', 'b2', 'w3', 'b3')
+
+
+def peer_shap_kernel(w: dict[str, np.ndarray], x: np.ndarray,
+                     opts: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+  """shap.KernelExplainer, zeros background, `nsamples` coalitions per row."""
+  import shap  # pylint: disable=g-import-not-at-top
+  f_np = numpy_model(w)
+  f1 = lambda z: f_np(z)[:, TARGET]
+  d = x.shape[1]
+  expl = shap.KernelExplainer(f1, np.zeros((1, d), np.float32))
+  t0, c0 = time.perf_counter(), time.process_time()
+  sv = expl.shap_values(x, nsamples=opts['num_samples'], l1_reg=False,
+                        silent=True)
+  ts = time.perf_counter() - t0
+  info = dict(rows=len(x), seconds=ts, expl_per_s=len(x) / ts,
+              cpu_seconds=time.process_time() - c0, version=shap.__version__)
+  return info, np.asarray(sv)
+
+
+def peer_captum_kernel(w: dict[str, np.ndarray], x: np.ndarray,
+                       opts: dict[str, Any]
+                       ) -> tuple[dict[str, Any], np.ndarray]:
+  """captum KernelShap, one row per call, batched perturbations."""
+  import captum  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from captum.attr import KernelShap  # pylint: disable=g-import-not-at-top
+  ks = KernelShap(torch_model(w))
+  xt = torch.from_numpy(x)
+  out = []
+  t0, c0 = time.perf_counter(), time.process_time()
+  with torch.no_grad():
+    for i in range(len(x)):
+      out.append(ks.attribute(xt[i:i + 1], baselines=0.0, target=TARGET,
+                              n_samples=opts['num_samples'],
+                              perturbations_per_eval=opts['ppe']
+                              ).numpy()[0])
+  tc = time.perf_counter() - t0
+  info = dict(rows=len(x), seconds=tc, expl_per_s=len(x) / tc,
+              cpu_seconds=time.process_time() - c0,
+              perturbations_per_eval=opts['ppe'], version=captum.__version__,
+              torch=torch.__version__, torch_threads=torch.get_num_threads())
+  return info, np.stack(out)
+
+
+def peer_lime_package(w: dict[str, np.ndarray], x: np.ndarray,
+                      opts: dict[str, Any], train: np.ndarray
+                      ) -> tuple[dict[str, Any], np.ndarray]:
+  """lime.LimeTabularExplainer (continuous features), all d coefficients."""
+  import lime  # pylint: disable=g-import-not-at-top
+  from lime.lime_tabular import LimeTabularExplainer  # pylint: disable=g-import-not-at-top
+  f_np = numpy_model(w)
+  d = x.shape[1]
+  expl = LimeTabularExplainer(train, mode='classification',
+                              discretize_continuous=False, random_state=0)
+  out = []
+  t0, c0 = time.perf_counter(), time.process_time()
+  for i in range(len(x)):
+    e = expl.explain_instance(x[i], f_np, labels=(TARGET,), num_features=d,
+                              num_samples=opts['num_samples'])
+    c = np.zeros(d)
+    for j, v in e.local_exp[TARGET]:
+      c[j] = v
+    out.append(c)
+  tl = time.perf_counter() - t0
+  info = dict(rows=len(x), seconds=tl, expl_per_s=len(x) / tl,
+              cpu_seconds=time.process_time() - c0,
+              version=getattr(lime, '__version__', '0.2.x'))
+  return info, np.stack(out)
+
+
+def peer_captum_ig(w: dict[str, np.ndarray], x: np.ndarray,
+                   opts: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+  """captum IntegratedGradients (trapezoid), all rows in one call; best of
+  `repeats` calls after one warm-up call."""
+  import captum  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from captum.attr import IntegratedGradients  # pylint: disable=g-import-not-at-top
+  igc = IntegratedGradients(torch_model(w))
+  xt = torch.from_numpy(x)
+  call = lambda: igc.attribute(xt, baselines=0.0, target=TARGET,
+                               n_steps=opts['steps'],
+                               method='riemann_trapezoid')
+  call()
+  best = float('inf')
+  for _ in range(opts['repeats']):
+    t0 = time.perf_counter()
+    a = call()
+    best = min(best, time.perf_counter() - t0)
+  info = dict(rows=len(x), seconds=best, expl_per_s=len(x) / best,
+              version=captum.__version__, torch=torch.__version__,
+              torch_threads=torch.get_num_threads())
+  return info, a.detach().numpy()
+
+
+PEERS: dict[str, Callable[..., tuple[dict[str, Any], np.ndarray]]] = {
+    'shap_kernel': peer_shap_kernel,
+    'captum_kernel': peer_captum_kernel,
+    'lime_package': peer_lime_package,
+    'captum_ig': peer_captum_ig,
+}
+
+
+def peer_child_main(argv: list[str]) -> None:
+  """The body of a peer process: inputs .npz in, result .npz out."""
+  p = argparse.ArgumentParser()
+  p.add_argument('--peer', required=True, choices=sorted(PEERS))
+  p.add_argument('--inputs', required=True)
+  p.add_argument('--result', required=True)
+  args = p.parse_args(argv)
+  data = np.load(args.inputs)
+  w = {k: data[k] for k in WEIGHT_NAMES}
+  opts = json.loads(str(data['options']))
+  extra = {'train': data['train']} if 'train' in data else {}
+  try:
+    info, values = PEERS[args.peer](w, data['x'], opts, **extra)
+  except ImportError as e:
+    info, values = dict(skipped=str(e)), np.zeros((0,))
+  # The point of the separate process: the peer ran without JAX loaded.
+  info['jax_loaded'] = 'jax' in sys.modules
+  info['xai_jax_loaded'] = 'xai_jax' in sys.modules
+  info['pid'] = os.getpid()
+  np.savez(args.result, values=values, info=json.dumps(info))
+
+
+def run_peer(name: str, w: dict[str, np.ndarray], x: np.ndarray,
+             opts: dict[str, Any], train: np.ndarray | None = None
+             ) -> tuple[dict[str, Any], np.ndarray | None]:
+  """Runs peer `name` in a fresh process without JAX; returns (info, values).
+
+  `info` holds the child's timings, versions and `jax_loaded`; a child that
+  fails returns `failed` (its stderr's tail) and values None.
+  """
+  with tempfile.TemporaryDirectory(prefix='xai_jax_peer_') as tmp:
+    inputs = os.path.join(tmp, 'inputs.npz')
+    result = os.path.join(tmp, 'result.npz')
+    arrays = dict(w, x=np.ascontiguousarray(x, np.float32),
+                  options=json.dumps(opts))
+    if train is not None:
+      arrays['train'] = train
+    np.savez(inputs, **arrays)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), '--peer', name,
+         '--inputs', inputs, '--result', result],
+        capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not os.path.exists(result):
+      return dict(failed=proc.stderr[-2000:]), None
+    out = np.load(result)
+    info = json.loads(str(out['info']))
+    return info, (None if 'skipped' in info else np.asarray(out['values']))
 
 
 # ----------------------------------------------------------------- timing
@@ -166,7 +339,7 @@ def mae(a: Any, b: Any) -> float:
 def bench_kernel_shap(args, res: dict) -> None:
   d, n = 100, 2248
   w = make_weights(d)
-  box, f_np = jax_box(w), numpy_model(w)
+  box = jax_box(w)
   x = np.random.RandomState(1).normal(size=(args.rows, d)).astype(np.float32)
   xj = jnp.asarray(x)
   key = jax.random.key(0)
@@ -192,46 +365,20 @@ def bench_kernel_shap(args, res: dict) -> None:
   res['reference'] = dict(rows=m, permutations=args.ref_permutations,
                           seconds=t_ref,
                           mean_abs_phi=float(np.mean(np.abs(ref))))
-  # shap KernelExplainer.
-  try:
-    import shap  # pylint: disable=g-import-not-at-top
-    f1 = lambda z: f_np(z)[:, TARGET]
-    expl = shap.KernelExplainer(f1, np.zeros((1, d), np.float32))
-    t0, c0 = time.perf_counter(), time.process_time()
-    sv = expl.shap_values(x[:m], nsamples=n, l1_reg=False, silent=True)
-    ts = time.perf_counter() - t0
-    res['shap_kernel'] = dict(rows=m, seconds=ts, expl_per_s=m / ts,
-                              cpu_seconds=time.process_time() - c0,
-                              mae_vs_reference=mae(sv, ref),
-                              version=shap.__version__)
-  except ImportError as e:
-    res['shap_kernel'] = dict(skipped=str(e))
+  if args.no_peers:
+    return
+  # shap KernelExplainer, in a process of its own.
+  info, sv = run_peer('shap_kernel', w, x[:m], dict(num_samples=n))
+  if sv is not None:
+    info['mae_vs_reference'] = mae(sv, ref)
+  res['shap_kernel'] = info
   # captum KernelShap (batched perturbations for a fair comparison).
-  try:
-    import captum  # pylint: disable=g-import-not-at-top
-    import torch  # pylint: disable=g-import-not-at-top
-    from captum.attr import KernelShap  # pylint: disable=g-import-not-at-top
-    tm = torch_model(w)
-    ks = KernelShap(tm)
-    mc = args.captum_rows
-    xt = torch.from_numpy(x[:mc])
-    out = []
-    t0, c0 = time.perf_counter(), time.process_time()
-    with torch.no_grad():
-      for i in range(mc):
-        out.append(ks.attribute(xt[i:i + 1], baselines=0.0, target=TARGET,
-                                n_samples=n,
-                                perturbations_per_eval=args.captum_ppe
-                                ).numpy()[0])
-    tc = time.perf_counter() - t0
-    res['captum_kernel'] = dict(rows=mc, seconds=tc, expl_per_s=mc / tc,
-                                cpu_seconds=time.process_time() - c0,
-                                perturbations_per_eval=args.captum_ppe,
-                                mae_vs_reference=mae(np.stack(out), ref[:mc]),
-                                version=captum.__version__,
-                                torch=torch.__version__)
-  except ImportError as e:
-    res['captum_kernel'] = dict(skipped=str(e))
+  mc = args.captum_rows
+  info, out = run_peer('captum_kernel', w, x[:mc],
+                       dict(num_samples=n, ppe=args.captum_ppe))
+  if out is not None:
+    info['mae_vs_reference'] = mae(out, ref[:mc])
+  res['captum_kernel'] = info
 
 
 def bench_exact(args, res: dict) -> None:
@@ -256,7 +403,7 @@ def bench_exact(args, res: dict) -> None:
 def bench_lime(args, res: dict) -> None:
   d, n = 100, 5000
   w = make_weights(d)
-  box, f_np = jax_box(w), numpy_model(w)
+  box = jax_box(w)
   rng = np.random.RandomState(4)
   train = rng.normal(size=(1000, d)).astype(np.float32)
   x = rng.normal(size=(args.rows, d)).astype(np.float32)
@@ -289,30 +436,17 @@ def bench_lime(args, res: dict) -> None:
                             expl_per_s=args.rows / ta,
                             model_rows_per_s=args.rows * n / ta,
                             model_rows_per_cpu_s=args.rows * n / ca)
-  try:
-    import lime  # pylint: disable=g-import-not-at-top
-    from lime.lime_tabular import LimeTabularExplainer  # pylint: disable=g-import-not-at-top
-    expl = LimeTabularExplainer(train, mode='classification',
-                                discretize_continuous=False, random_state=0)
-    m = args.lime_rows
-    out = []
-    t0, c0 = time.perf_counter(), time.process_time()
-    for i in range(m):
-      e = expl.explain_instance(x[i], f_np, labels=(TARGET,), num_features=d,
-                                num_samples=n)
-      c = np.zeros(d)
-      for j, v in e.local_exp[TARGET]:
-        c[j] = v
-      out.append(c)
-    tl = time.perf_counter() - t0
+  if args.no_peers:
+    return
+  # lime's LimeTabularExplainer, in a process of its own.
+  m = args.lime_rows
+  info, out = run_peer('lime_package', w, x[:m], dict(num_samples=n),
+                       train=train)
+  if out is not None:
     ours = np.asarray(coef[:m])
-    corr = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(ours, out)])
-    res['lime_package'] = dict(rows=m, seconds=tl, expl_per_s=m / tl,
-                               cpu_seconds=time.process_time() - c0,
-                               mean_coef_correlation_with_xai_jax=float(corr),
-                               version=getattr(lime, '__version__', '0.2.x'))
-  except ImportError as e:
-    res['lime_package'] = dict(skipped=str(e))
+    info['mean_coef_correlation_with_xai_jax'] = float(np.mean(
+        [np.corrcoef(a, b)[0, 1] for a, b in zip(ours, out)]))
+  res['lime_package'] = info
 
 
 def bench_ig(args, res: dict) -> None:
@@ -332,24 +466,14 @@ def bench_ig(args, res: dict) -> None:
   t, attr = timed(run, max(args.repeats, 3))
   res['integrated_gradients'] = dict(rows=args.rows, seconds=t,
                                      expl_per_s=args.rows / t)
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    from captum.attr import IntegratedGradients  # pylint: disable=g-import-not-at-top
-    igc = IntegratedGradients(torch_model(w))
-    xt = torch.from_numpy(x)
-    call = lambda: igc.attribute(xt, baselines=0.0, target=TARGET, n_steps=50,
-                                 method='riemann_trapezoid')
-    call()
-    best = float('inf')
-    for _ in range(max(args.repeats, 3)):
-      t0 = time.perf_counter()
-      a = call()
-      best = min(best, time.perf_counter() - t0)
-    res['captum_ig'] = dict(rows=args.rows, seconds=best,
-                            expl_per_s=args.rows / best,
-                            mae_vs_xai_jax=mae(a.detach().numpy(), attr))
-  except ImportError as e:
-    res['captum_ig'] = dict(skipped=str(e))
+  if args.no_peers:
+    return
+  # captum IntegratedGradients, in a process of its own.
+  info, a = run_peer('captum_ig', w, x,
+                     dict(steps=50, repeats=max(args.repeats, 3)))
+  if a is not None:
+    info['mae_vs_xai_jax'] = mae(a, attr)
+  res['captum_ig'] = info
 
 
 _MEMORY_CHILD = r'''
@@ -456,6 +580,16 @@ def table(res: dict) -> list[tuple[str, str, str, str, str]]:
     add('  per CPU-second', f"{r['model_rows_per_cpu_s'] / 1e6:.2f}M",
         f"{r['model_sustained_rows_per_cpu_s'] / 1e6:.2f}M",
         f'{100 * e:.0f}%', 'info', None)
+  peers = [k for k in PEERS if k in res and 'jax_loaded' in res[k]]
+  if peers:
+    dirty = [k for k in peers if res[k]['jax_loaded']]
+    add('peers in processes without JAX', '', ', '.join(peers),
+        f'{len(peers) - len(dirty)}/{len(peers)}', 'all',
+        not dirty)
+  for k in PEERS:
+    if k in res and ('failed' in res[k] or 'skipped' in res[k]):
+      why = res[k].get('skipped') or res[k]['failed'].strip().splitlines()[-1]
+      add(f'{k}: not run', '', why[:60], '', 'info', None)
   if 'memory' in res:
     mem = res['memory']
     add(f"peak RSS, kernel_shap {mem['rows']} rows (MiB)",
@@ -471,7 +605,7 @@ def main(argv=None) -> dict:
                  help='fewer rows/permutations/repeats (about a minute)')
   p.add_argument('--out', default=None, help='write the results as JSON')
   p.add_argument('--skip', default='', help='comma list of: kernel,exact,'
-                 'lime,ig,memory')
+                 'lime,ig,memory,peers (peers: no peer processes)')
   args = p.parse_args(argv)
   q = args.quick
   args.rows = 200
@@ -483,6 +617,7 @@ def main(argv=None) -> dict:
   args.memory_rows = 2000 if q else 10000
   args.repeats = 1 if q else 3
   skip = set(filter(None, args.skip.split(',')))
+  args.no_peers = 'peers' in skip
   res: dict[str, Any] = dict(
       load_average_start=os.getloadavg(), cpus=os.cpu_count(),
       python=platform.python_version(), jax=jax.__version__,
@@ -522,4 +657,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  main()
+  if PEER_CHILD:
+    peer_child_main(sys.argv[1:])
+  else:
+    main()
