@@ -322,19 +322,13 @@ def test_posthoc_accuracy_token_inputs_use_pad():
 
 
 # ------------------------------------------------------------------ EVAL-X
-def _sign_task(n, seed):
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=(n, 6)).astype(np.float32)
-  y = (x[:, 0] + x[:, 1] > 0).astype(np.int32)
-  return x, y
-
-
 def test_evalx_metrics_on_a_hand_built_evaluator():
   # q = the linear box on x0 + x1 with masked features set to 0.
   box = linear_box(np.array([5., 5., 0., 0., 0., 0.], np.float32))
   ev = realx.Evaluator(box=box, groups=masking.feature_groups((6,)),
                        baseline=jnp.zeros((6,)))
-  x, y = _sign_task(500, 2)
+  x = np.random.default_rng(2).normal(size=(500, 6)).astype(np.float32)
+  y = (x[:, 0] + x[:, 1] > 0).astype(np.int32)
   sel = np.zeros((500, 6), bool)
   sel[:, 0] = True
   r = M.evalx_accuracy(ev, x, sel, y)
