@@ -308,8 +308,11 @@ def test_create_train_state():
   assert state.step.dtype == jnp.int32 and state.step.shape == ()
   assert state.model_state == {}
   chex.assert_trees_all_equal_structs(state.opt_state, tx.init(params))
+  # A raw key is wrapped: the same key data, the same random stream.
   raw = train.create_train_state(params, tx, key=jax.random.PRNGKey(1))
-  assert raw.key.dtype == jnp.uint32
+  assert jnp.issubdtype(raw.key.dtype, jax.dtypes.prng_key)
+  np.testing.assert_array_equal(jax.random.key_data(raw.key),
+                                jax.random.PRNGKey(1))
   seeded = train.create_train_state(params, tx, key=3)
   assert jnp.issubdtype(seeded.key.dtype, jax.dtypes.prng_key)
   with pytest.raises(ValueError, match='key'):
@@ -347,6 +350,21 @@ def test_make_train_step_traces_once_and_uses_fold_in_key():
   expected = [float(jax.random.normal(
       jax.random.fold_in(jax.random.key(7), s), ())) for s in range(10)]
   np.testing.assert_allclose(seen_keys, expected, rtol=1e-6)
+
+
+def test_update_is_the_step_of_make_train_step():
+  tx = optax.adam(0.1)
+  loss_fn = lambda p, ms, b, k: (jnp.sum((p['w'] * b) ** 2),
+                                 (ms, {'noise': jax.random.normal(k, ())}))
+  state = train.create_train_state({'w': jnp.ones(3)}, tx, key=2)
+  batch = jnp.arange(3.0)
+  new, metrics = jax.jit(lambda s: train.update(loss_fn, tx, s, batch))(state)
+  ref, ref_metrics = train.make_train_step(loss_fn, tx, donate=False)(state,
+                                                                      batch)
+  assert int(new.step) == 1
+  _assert_tree_close(new.params, ref.params)
+  _assert_tree_close(metrics, ref_metrics)
+  assert set(metrics) == {'loss', 'noise'}
 
 
 def test_make_train_step_donates_state():
@@ -728,22 +746,26 @@ def test_checkpoint_roundtrip(tmp_path, key):
                       'bias': jnp.zeros(3)}}
   state = train.create_train_state(
       params, tx, key=key, model_state={'batch_stats': {'mean': jnp.ones(3)}})
-  state = state.replace(step=jnp.asarray(7, jnp.int32))
+  # Saved with the key as given (a raw key is the uint32 key data that
+  # checkpoints hold for typed keys too); restored into the typed-key state.
+  state = state.replace(step=jnp.asarray(7, jnp.int32), key=key)
   assert train.restore_latest(tmp_path, state) is None
   assert train.restore_latest(None, state) is None
   assert train.latest_checkpoint_step(tmp_path) is None
   assert train.save_checkpoint(tmp_path, state, 7)
   assert not train.save_checkpoint(tmp_path, state, 7)  # already there
   target = state.replace(step=jnp.zeros((), jnp.int32),
-                         params=jax.tree.map(jnp.zeros_like, params))
+                         params=jax.tree.map(jnp.zeros_like, params),
+                         key=train.create_train_state(params, tx, key=0).key)
   restored = train.restore_latest(tmp_path, target)
   assert isinstance(restored, train.TrainState)
   assert int(restored.step) == 7
   _assert_tree_close(restored.params, params)
   _assert_tree_close(restored.model_state, state.model_state)
-  assert restored.key.dtype == key.dtype
-  np.testing.assert_array_equal(jax.random.key_data(restored.key),
-                                jax.random.key_data(key))
+  assert jnp.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
+  np.testing.assert_array_equal(
+      jax.random.key_data(restored.key),
+      key if key.dtype == jnp.uint32 else jax.random.key_data(key))
   for step in (8, 9, 10):
     train.save_checkpoint(tmp_path, state, step, max_to_keep=2)
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['10', '9']

@@ -14,9 +14,12 @@ The pieces, usable on their own:
   (non-trainable collections such as BatchNorm's `batch_stats`) and the base
   PRNG `key`.
 * `make_optimizer(config)`: optax optimizer factory from a ConfigDict/dict.
-* `make_train_step(loss_fn, tx)`: the jit-compiled update with the state's
-  buffers donated. The per-step key is `jax.random.fold_in(state.key,
+* `update(loss_fn, tx, state, batch)`: one optimizer step, to trace inside a
+  jit or scan; `make_train_step(loss_fn, tx)`: it jit-compiled with the
+  state's buffers donated. The per-step key is `jax.random.fold_in(state.key,
   state.step)`, so a resumed run draws exactly the same randomness.
+* `epoch_batches(key, epoch, n, batch_size)`: the rows of every batch of an
+  epoch of `fit`'s in-memory dataset (the one shuffle of the library).
 * `save_checkpoint` / `restore_latest`: the only two functions that touch orbax
   (`orbax.checkpoint.CheckpointManager`, stable `args=` API).
 * `MetricWriter` / `write_metrics_json`: our JSON-lines metric log and the
@@ -33,7 +36,10 @@ and `metrics` is a dict of scalars (may be empty) logged next to `loss`.
 Data parallelism: `fit` builds a `jax.sharding.Mesh` over `jax.devices()` with
 one axis `'data'`, replicates the state and shards every batch's leading
 dimension over it; XLA inserts the gradient all-reduce. The same code runs on
-one CPU, several GPUs or a TPU slice. Multi-host: call
+one CPU, several GPUs or a TPU slice. On a multi-device CPU mesh (e.g.
+`--xla_force_host_platform_device_count`) `fit` finishes each call before
+dispatching the next, because XLA:CPU can deadlock in a collective when
+multi-device steps overlap; GPUs/TPUs keep full async dispatch. Multi-host: call
 `jax.distributed.initialize()` before `fit` (this module never calls it); the
 mesh then spans the devices of all processes, an in-memory dataset must be the
 same on every process, and a callable `batch_fn` must return each process's
@@ -49,6 +55,7 @@ continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -85,6 +92,7 @@ __all__ = [
     'make_schedule',
     'create_train_state',
     'make_train_step',
+    'update',
     'make_data_mesh',
     'epoch_batches',
     'fit',
@@ -126,25 +134,6 @@ class TrainState:
   key: jax.Array
 
 
-def _is_typed_key(x: Any) -> bool:
-  return hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _as_key(name: str, key: Any) -> jax.Array:
-  """Validates a PRNG key argument (typed, raw uint32, or an int seed)."""
-  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-    return jax.random.key(int(key))
-  if _is_typed_key(key):
-    if key.shape != ():
-      raise ValueError(f'{name} must be a single PRNG key, got shape {key.shape}.')
-    return key
-  if hasattr(key, 'dtype') and key.dtype == jnp.uint32 and key.ndim == 1:
-    return jnp.asarray(key)
-  raise ValueError(
-      f'{name} must be a PRNG key (jax.random.key(seed) or '
-      f'jax.random.PRNGKey(seed)) or an int seed, got {key!r}.')
-
-
 def _unfreeze(tree: PyTree) -> PyTree:
   if isinstance(tree, flax.core.FrozenDict):
     return flax.core.unfreeze(tree)
@@ -164,7 +153,8 @@ def create_train_state(
     params: trainable parameters, e.g. `variables['params']` of a linen module.
       FrozenDicts are converted to dicts.
     tx: the optax optimizer (e.g. from `make_optimizer`).
-    key: the base PRNG key of the run (typed or raw), or an int seed.
+    key: the base PRNG key of the run: a typed key, a raw `uint32[2]` key
+      (wrapped into a typed one: the same stream) or an int seed >= 0.
     model_state: non-trainable collections, e.g. `{'batch_stats': ...}`;
       None means `{}`.
 
@@ -176,7 +166,7 @@ def create_train_state(
   if not hasattr(tx, 'init') or not hasattr(tx, 'update'):
     raise ValueError(
         f'tx must be an optax.GradientTransformation, got {type(tx).__name__}.')
-  key = _as_key('key', key)
+  key = _checks.as_key('key', key)
   # Arrays for the jitted init (Python scalars would be traced as weak
   # types and come back as arrays anyway).
   params = jax.tree.map(jnp.asarray, _unfreeze(params))
@@ -368,9 +358,32 @@ def _split_aux(aux: Any) -> tuple[PyTree, Metrics]:
   return new_model_state, metrics
 
 
-def _update(loss_fn: LossFn, tx: optax.GradientTransformation,
-            state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-  """One optimizer step (traced inside jit)."""
+def update(loss_fn: LossFn, tx: optax.GradientTransformation,
+           state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+  """One optimizer step of `loss_fn` on `batch`; call it inside a jit or scan.
+
+  With `key = fold_in(state.key, state.step)`: `(loss, (model_state,
+  metrics)), grads = value_and_grad(loss_fn, has_aux=True)(state.params,
+  state.model_state, batch, key)`, then `tx.update(grads, state.opt_state,
+  state.params)` applied to the parameters and `step + 1`. This is the body
+  of `make_train_step` and of every step of `fit`.
+
+  Args:
+    loss_fn: `loss_fn(params, model_state, batch, key) -> (loss [],
+      (new_model_state, metrics: dict of scalars []))`; a `new_model_state`
+      of None keeps `state.model_state`.
+    tx: the optax optimizer whose state is `state.opt_state`.
+    state: the current `TrainState`.
+    batch: the step's batch, a pytree of `[batch, ...]` arrays.
+
+  Returns:
+    `(new_state, metrics)`: `metrics` holds `loss_fn`'s metrics and
+    `'loss'`, scalars `[]`.
+
+  Raises:
+    ValueError: `loss_fn`'s aux is not `(new_model_state, metrics)`, or
+      `new_model_state` has another structure than `state.model_state`.
+  """
   step_key = jax.random.fold_in(state.key, state.step)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, aux), grads = grad_fn(state.params, state.model_state, batch,
@@ -394,19 +407,73 @@ def _update(loss_fn: LossFn, tx: optax.GradientTransformation,
   return new_state, metrics
 
 
-def _jit_step(fn: Callable[..., tuple[TrainState, Metrics]],
-              mesh: jax.sharding.Mesh | None, donate: bool) -> StepFn:
-  replicated, _ = _shardings(mesh)
-  kwargs = {}
-  if replicated is not None:
-    kwargs['out_shardings'] = replicated
-  return jax.jit(fn, donate_argnums=(0,) if donate else (), **kwargs)
-
-
 def _constrain(tree: PyTree, sharding: Any) -> PyTree:
   if sharding is None:
     return tree
   return jax.lax.with_sharding_constraint(tree, sharding)
+
+
+def _scan_steps(one: Callable[..., tuple[TrainState, Metrics]],
+                length: int, *, over_batches: bool = False
+                ) -> Callable[..., tuple[TrainState, Metrics]]:
+  """`length` applications of `one(state, *args)` in one `lax.scan`.
+
+  With `over_batches=True` the result is `many(state, batches)`: the scan
+  runs over the leading axis `[length, ...]` of `batches` and step i calls
+  `one(state, batches[i])`; otherwise every step gets the same `*args`. The
+  metrics come back stacked, `[length]` per entry. With `length == 1` `one`
+  itself (scalar metrics).
+  """
+  if length == 1:
+    return one
+  if over_batches:
+    return lambda state, batches: jax.lax.scan(one, state, batches)
+  return lambda state, *args: jax.lax.scan(lambda s, _: one(s, *args), state,
+                                           None, length=length)
+
+
+def _given(state: TrainState, sharding: Any, batch: Batch) -> Batch:
+  """The batch reader of host batches: the batch passed to the step."""
+  del state, sharding
+  return batch
+
+
+def _build_step(read: Callable[..., Batch], loss_fn: LossFn,
+                tx: optax.GradientTransformation,
+                mesh: jax.sharding.Mesh | None, length: int,
+                donate: bool = True) -> StepFn:
+  """The jitted `step_fn(state, *args) -> (state, metrics)` of `length` steps.
+
+  Each step trains on `read(state, batch_sharding, *args)`, constrained to be
+  sharded along the batch over `mesh`. Several steps run in one `lax.scan`:
+  over stacked batches `[length, batch, ...]` for host batches
+  (`read=_given`), else with the same `args` every step. The new state is
+  replicated over `mesh`; `donate` donates the input state's buffers.
+  """
+  replicated, batch_sharding = _shardings(mesh)
+
+  def one(state: TrainState, *args: Any) -> tuple[TrainState, Metrics]:
+    batch = _constrain(read(state, batch_sharding, *args), batch_sharding)
+    return update(loss_fn, tx, state, batch)
+
+  fn = _scan_steps(one, length, over_batches=read is _given)
+  kwargs = {} if replicated is None else {'out_shardings': replicated}
+  return jax.jit(fn, donate_argnums=(0,) if donate else (), **kwargs)
+
+
+_cached_build_step = functools.lru_cache(maxsize=8)(_build_step)
+
+
+def _step_for_fit(read: Callable[..., Batch], loss_fn: LossFn,
+                  tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                  length: int) -> StepFn:
+  """`_build_step`; fits with the same (read, loss_fn, tx, mesh, length)
+  share it (and its compiled executables) through a small LRU cache."""
+  try:
+    hash((read, loss_fn, tx, mesh, length))
+  except TypeError:
+    return _build_step(read, loss_fn, tx, mesh, length)
+  return _cached_build_step(read, loss_fn, tx, mesh, length)
 
 
 def make_train_step(loss_fn: LossFn,
@@ -416,9 +483,10 @@ def make_train_step(loss_fn: LossFn,
                     donate: bool = True) -> StepFn:
   """The jit-compiled training step `step_fn(state, batch) -> (state, metrics)`.
 
-  Inside: `key = fold_in(state.key, state.step)`, `(loss, (model_state,
-  metrics)), grads = value_and_grad(loss_fn)(params, model_state, batch,
-  key)`, an optax update, `step + 1`.
+  Inside: `update(loss_fn, tx, state, batch)`: `key = fold_in(state.key,
+  state.step)`, `(loss, (model_state, metrics)), grads =
+  value_and_grad(loss_fn)(params, model_state, batch, key)`, an optax update,
+  `step + 1`.
 
   Args:
     loss_fn: `loss_fn(params, model_state, batch, key) -> (loss [],
@@ -439,98 +507,201 @@ def make_train_step(loss_fn: LossFn,
     (new_state, metrics)` where `metrics` holds `'loss'` and `loss_fn`'s
     metrics as device scalars `[]` (reading them syncs with the device).
   """
-  _, batch_sharding = _shardings(mesh)
-
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    return _update(loss_fn, tx, state, _constrain(batch, batch_sharding))
-
-  return _jit_step(step, mesh, donate)
+  return _build_step(_given, loss_fn, tx, mesh, 1, donate)
 
 
-def _gather(data: PyTree, idx: jax.Array) -> PyTree:
-  """Rows `idx [b]` of every leaf `[n, ...]` of `data` -> leaves `[b, ...]`."""
+# ----------------------------------------------------------------------------
+# Data: the batches of each call of `fit`'s step (one feed per data mode).
+
+
+def _key_words(key: jax.Array) -> list[int]:
+  """The uint32 words of a typed or raw PRNG key, as Python ints."""
+  data = jax.random.key_data(key) if _checks.is_typed_key(key) else key
+  return [int(w) for w in np.asarray(data).ravel()]
+
+
+def epoch_batches(key: jax.Array | int, epoch: int, n: int,
+                  batch_size: int) -> np.ndarray:
+  """The rows of every batch of one epoch of `fit`'s in-memory dataset.
+
+  Epoch `e` shuffles the `n` rows with numpy's PCG64 generator seeded by the
+  run's key and the epoch, `np.random.default_rng([*key_words, e])
+  .permutation(n)` (key_words: the uint32 words of `key`'s key data), and
+  cuts it into `n // batch_size` consecutive batches (the remainder is
+  dropped); each batch's row indices are sorted. On the host this takes
+  0.02-0.1 s per 10^6 rows, against ~1-2.5 s for an on-device
+  `jax.random.permutation` on a 2-core CPU. Deterministic in `(key, epoch)`.
+
+  Args:
+    key: the run's base key (`TrainState.key`: typed or raw), or an int seed.
+    epoch: the epoch number (int >= 0).
+    n: the number of rows of the dataset.
+    batch_size: rows per batch (1 <= batch_size <= n).
+
+  Returns:
+    int32 `[n // batch_size, batch_size]`: row `i` holds the (sorted) row
+    indices of step `epoch * (n // batch_size) + i`.
+  """
+  if not _checks.is_typed_key(key):
+    key = _checks.as_key('key', key)
+  epoch = _checks.check_int('epoch', epoch, 0)
+  n = _checks.check_int('n', n, 1)
+  batch_size = _checks.check_int('batch_size', batch_size, 1)
+  if batch_size > n:
+    raise ValueError(f'batch_size={batch_size} is larger than n={n}.')
+  return _epoch_rows(_key_words(key), epoch, n, batch_size)
+
+
+def _epoch_rows(words: Sequence[int], epoch: int, n: int,
+                batch_size: int) -> np.ndarray:
+  """`epoch_batches` from the key's words (no argument checks)."""
+  steps = n // batch_size
+  perm = np.random.default_rng([*words, epoch]).permutation(n)
+  rows = perm[:steps * batch_size].reshape(steps, batch_size)
+  return np.sort(rows, axis=1).astype(np.int32)
+
+
+def _check_dataset(data: PyTree) -> int:
+  leaves = jax.tree.leaves(data)
+  if not leaves:
+    raise ValueError('data must be a non-empty pytree of arrays or a callable.')
+  n = None
+  for path, leaf in jax.tree_util.tree_leaves_with_path(data):
+    name = 'data' + jax.tree_util.keystr(path)
+    _checks.check_array(name, leaf, min_ndim=1)
+    if n is None:
+      n = leaf.shape[0]
+    elif leaf.shape[0] != n:
+      raise ValueError(
+          f'every leaf of data must have the same leading dim; {name} has '
+          f'{leaf.shape[0]}, expected {n}.')
+  return int(n)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DatasetRows:
+  """The batch reader of an in-memory dataset: step `s` takes the rows
+  `order[i * batch_size:(i + 1) * batch_size]`, `i = s % steps_per_epoch`,
+  gathered inside the jit (each device gathers its own rows)."""
+  batch_size: int
+  steps_per_epoch: int
+
+  def __call__(self, state: TrainState, sharding: Any, data: PyTree,
+               order: jax.Array) -> Batch:
+    start = (state.step % self.steps_per_epoch) * self.batch_size
+    idx = jax.lax.dynamic_slice_in_dim(order, start, self.batch_size)
+    idx = _constrain(idx, sharding)
+    return jax.tree.map(
+        lambda a: jnp.take(a, idx, axis=0, mode='clip', unique_indices=True),
+        data)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TracedBatchFn:
+  """The batch reader of a jittable `batch_fn(step: int32 []) -> batch`."""
+  batch_fn: Callable[[jax.Array], Batch]
+
+  def __call__(self, state: TrainState, sharding: Any) -> Batch:
+    del sharding
+    return self.batch_fn(state.step)
+
+
+class _InMemoryFeed:
+  """An in-memory dataset, put on the devices once (replicated); each epoch
+  copies its rows `epoch_batches(key, epoch, n, batch_size)` `[n]` int32 to
+  the devices once, and every step gathers its batch there."""
+
+  def __init__(self, data: PyTree, batch_size: int, mesh: jax.sharding.Mesh,
+               key: jax.Array):
+    n = _check_dataset(data)
+    if n < batch_size:
+      raise ValueError(
+          f'batch_size={batch_size} is larger than the dataset (n={n}).')
+    self.read = _DatasetRows(batch_size, n // batch_size)
+    self.periods = (n // batch_size,)
+    self.about = (f'in-memory dataset of {n} rows ({n // batch_size} '
+                  'steps/epoch)')
+    self._replicated = _shardings(mesh)[0]
+    self._data = jax.device_put(data, self._replicated)
+    self._n, self._words = n, _key_words(key)
+    self._epoch, self._order = None, None
+
+  def __call__(self, step: int, length: int) -> tuple[Any, ...]:
+    del length  # a call never crosses an epoch's end (`periods`)
+    epoch = step // self.read.steps_per_epoch
+    if epoch != self._epoch:
+      rows = _epoch_rows(self._words, epoch, self._n, self.read.batch_size)
+      self._order = jax.device_put(rows.ravel(), self._replicated)
+      self._epoch = epoch
+    return self._data, self._order
+
+
+def _put_batch(batch: Batch, sharding: Any) -> Batch:
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
   return jax.tree.map(
-      lambda a: jnp.take(a, idx, axis=0, mode='clip', unique_indices=True),
-      data)
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+      batch)
 
 
-def _scan_steps(one: Callable[..., tuple[TrainState, Metrics]],
-                length: int, *, over_batches: bool = False
-                ) -> Callable[..., tuple[TrainState, Metrics]]:
-  """`length` applications of `one(state, *args)` in one `lax.scan`.
+class _HostFeed:
+  """A host `batch_fn(step) -> batch`: the `length` batches of a call are
+  stacked `[length, batch, ...]` (when `length > 1`) and copied to the
+  devices once, sharded along the batch."""
 
-  With `over_batches=True` the result is `many(state, batches)`: the scan
-  runs over the leading axis `[length, ...]` of `batches` and step i calls
-  `one(state, batches[i])`; otherwise every step gets the same `*args`. The
-  metrics come back stacked, `[length]` per entry. With `length == 1` `one`
-  itself (scalar metrics).
-  """
-  if length == 1:
-    return one
-  if over_batches:
-    def many_batches(state: TrainState, batches: Batch
-                     ) -> tuple[TrainState, Metrics]:
-      return jax.lax.scan(one, state, batches)
+  def __init__(self, batch_fn: Callable[[int], Batch], batch_size: int,
+               mesh: jax.sharding.Mesh):
+    P = jax.sharding.PartitionSpec
+    self.read, self.periods, self.about = _given, (), 'batch_fn data'
+    self._batch_fn = batch_fn
+    self._rows = batch_size // jax.process_count()
+    self._one = jax.sharding.NamedSharding(mesh, P('data'))
+    self._stacked = jax.sharding.NamedSharding(mesh, P(None, 'data'))
+    self._checked = False
 
-    return many_batches
+  def _check(self, batch: Batch) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+      lead = np.shape(leaf)[0] if np.ndim(leaf) else None
+      if lead != self._rows:
+        raise ValueError(
+            f'batch_fn returned batch{jax.tree_util.keystr(path)} with '
+            f'leading dim {lead}, expected batch_size={self._rows}.')
+    self._checked = True
 
-  def many(state: TrainState, *args: Any) -> tuple[TrainState, Metrics]:
-    return jax.lax.scan(lambda s, _: one(s, *args), state, None,
-                        length=length)
-
-  return many
-
-
-def _make_dataset_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                       mesh: jax.sharding.Mesh, batch_size: int,
-                       steps_per_epoch: int, donate: bool,
-                       length: int = 1) -> StepFn:
-  """step_fn(state, data, perm): the batch is gathered inside the jit.
-
-  With `length > 1` the jit runs `length` consecutive steps (`lax.scan`);
-  they must lie in one epoch (one `perm`).
-  """
-  _, batch_sharding = _shardings(mesh)
-
-  def step(state: TrainState, data: PyTree, perm: jax.Array):
-    start = (state.step % steps_per_epoch) * batch_size
-    idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
-    idx = _constrain(idx, batch_sharding)  # each device gathers its own rows
-    batch = _constrain(_gather(data, idx), batch_sharding)
-    return _update(loss_fn, tx, state, batch)
-
-  return _jit_step(_scan_steps(step, length), mesh, donate)
+  def __call__(self, step: int, length: int) -> tuple[Batch]:
+    batches = [self._batch_fn(s) for s in range(step, step + length)]
+    if not self._checked:
+      self._check(batches[0])
+    if length == 1:
+      return (_put_batch(batches[0], self._one),)
+    stacked = jax.tree.map(lambda *rows: np.stack(rows), *batches)
+    return (_put_batch(stacked, self._stacked),)
 
 
-def _make_traced_batch_fn_step(loss_fn: LossFn,
-                               tx: optax.GradientTransformation,
-                               mesh: jax.sharding.Mesh,
-                               batch_fn: Callable[[jax.Array], Batch],
-                               donate: bool, length: int = 1) -> StepFn:
-  """step_fn(state): the batch is `batch_fn(state.step)`, traced in the jit.
+class _TracedFeed:
+  """A jittable `batch_fn(step)` traced inside the step: no host data."""
 
-  With `length > 1` the jit runs `length` consecutive steps (`lax.scan`).
-  """
-  _, batch_sharding = _shardings(mesh)
+  def __init__(self, batch_fn: Callable[[jax.Array], Batch]):
+    self.read, self.periods = _TracedBatchFn(batch_fn), ()
+    self.about = 'batch_fn data traced in the step'
 
-  def step(state: TrainState):
-    batch = _constrain(batch_fn(state.step), batch_sharding)
-    return _update(loss_fn, tx, state, batch)
-
-  return _jit_step(_scan_steps(step, length), mesh, donate)
+  def __call__(self, step: int, length: int) -> tuple[()]:
+    del step, length
+    return ()
 
 
-def _make_host_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    mesh: jax.sharding.Mesh, donate: bool,
-                    length: int = 1) -> StepFn:
-  """step_fn(state, batch); with `length > 1`, `step_fn(state, batches)`
-  whose leaves are `[length, batch, ...]`: one `lax.scan` over them."""
-  _, batch_sharding = _shardings(mesh)
-
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    return _update(loss_fn, tx, state, _constrain(batch, batch_sharding))
-
-  return _jit_step(_scan_steps(step, length, over_batches=True), mesh, donate)
+def _make_feed(data: PyTree | Callable[[Any], Batch], batch_size: int,
+               trace_batch_fn: bool, mesh: jax.sharding.Mesh,
+               key: jax.Array) -> _InMemoryFeed | _HostFeed | _TracedFeed:
+  """The feed of `fit`'s data: `feed(step, length)` returns the arguments
+  of the call running steps `step .. step + length - 1` after the state,
+  `feed.read` reads each step's batch from them inside the jit and
+  `feed.periods` lists the step counts a call must not cross."""
+  if not callable(data):
+    return _InMemoryFeed(data, batch_size, mesh, key)
+  if trace_batch_fn:
+    return _TracedFeed(data)
+  return _HostFeed(data, batch_size, mesh)
 
 
 # ----------------------------------------------------------------------------
@@ -552,7 +723,7 @@ def _manager(workdir: str | os.PathLike, max_to_keep: int | None = 3,
 
 def _keys_to_data(tree: PyTree) -> PyTree:
   return jax.tree.map(
-      lambda x: jax.random.key_data(x) if _is_typed_key(x) else x, tree)
+      lambda x: jax.random.key_data(x) if _checks.is_typed_key(x) else x, tree)
 
 
 def save_checkpoint(workdir: str | os.PathLike, state: PyTree, step: int,
@@ -620,7 +791,7 @@ def restore_latest(workdir: str | os.PathLike | None,
     restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
 
   def rewrap(target, value):
-    if _is_typed_key(target):
+    if _checks.is_typed_key(target):
       return jax.random.wrap_key_data(value, impl=jax.random.key_impl(target))
     return value
 
@@ -755,79 +926,57 @@ def write_metrics_json(workdir: str | os.PathLike,
 # fit.
 
 
-@dataclasses.dataclass
-class _Timer:
-  """Steps/s between log points."""
-  step: int
-  time: float
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """The checked loop settings of one `fit`."""
+  batch_size: int
+  num_steps: int
+  log_every: int
+  checkpoint_every: int
+  eval_every: int | None
+  max_to_keep: int | None
+  steps_per_call: int
+  trace_batch_fn: bool
 
 
-def _format_eta(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return '?'
-  return str(datetime.timedelta(seconds=int(round(seconds))))
+_PLAN_DEFAULTS = dict(batch_size=None, num_steps=None, log_every=100,
+                      checkpoint_every=1000, eval_every=None, max_to_keep=3,
+                      steps_per_call=1, trace_batch_fn=False)
 
 
-def _check_dataset(data: PyTree) -> int:
-  leaves = jax.tree.leaves(data)
-  if not leaves:
-    raise ValueError('data must be a non-empty pytree of arrays or a callable.')
-  n = None
-  for path, leaf in jax.tree_util.tree_leaves_with_path(data):
-    name = 'data' + jax.tree_util.keystr(path)
-    _checks.check_array(name, leaf, min_ndim=1)
-    if n is None:
-      n = leaf.shape[0]
-    elif leaf.shape[0] != n:
-      raise ValueError(
-          f'every leaf of data must have the same leading dim; {name} has '
-          f'{leaf.shape[0]}, expected {n}.')
-  return int(n)
+def _plan(config: Any, **given: Any) -> _Plan:
+  """Each setting: the argument, else the config's field, else its default."""
+  v = {name: _cfg(config, name, default) if given[name] is None
+       else given[name] for name, default in _PLAN_DEFAULTS.items()}
+  for name in ('batch_size', 'num_steps'):
+    if v[name] is None:
+      raise ValueError(f'{name} is required (argument or config.{name}).')
+  for name in ('batch_size', 'log_every', 'checkpoint_every',
+               'steps_per_call'):
+    v[name] = _checks.check_int(name, v[name], 1)
+  v['num_steps'] = _checks.check_int('num_steps', v['num_steps'], 0)
+  if v['eval_every'] is not None:
+    v['eval_every'] = _checks.check_int('eval_every', v['eval_every'], 1)
+  v['trace_batch_fn'] = bool(v['trace_batch_fn'])
+  return _Plan(**v)
 
 
-def _put_batch(batch: Batch, sharding: Any) -> Batch:
-  if jax.process_count() == 1:
-    return jax.device_put(batch, sharding)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-      batch)
-
-
-def _build_step(kind: str, loss_fn: LossFn, tx: optax.GradientTransformation,
-                mesh: jax.sharding.Mesh, length: int, *args: Any) -> StepFn:
-  if kind == 'dataset':
-    return _make_dataset_step(loss_fn, tx, mesh, *args, donate=True,
-                              length=length)
-  if kind == 'traced':
-    return _make_traced_batch_fn_step(loss_fn, tx, mesh, *args, donate=True,
-                                      length=length)
-  return _make_host_step(loss_fn, tx, mesh, donate=True, length=length)
-
-
-_cached_build_step = functools.lru_cache(maxsize=8)(_build_step)
-
-
-def _step_for_fit(kind: str, loss_fn: LossFn, tx: optax.GradientTransformation,
-                  mesh: jax.sharding.Mesh, length: int, *args: Any) -> StepFn:
-  """The jitted step (`length` steps per call); fits with the same (loss_fn,
-  tx, ...) objects share it (and its compiled executables) through a small
-  LRU cache."""
-  try:
-    hash((kind, loss_fn, tx, mesh, length, *args))
-  except TypeError:
-    return _build_step(kind, loss_fn, tx, mesh, length, *args)
-  return _cached_build_step(kind, loss_fn, tx, mesh, length, *args)
-
-
-def _chunk_length(step: int, num_steps: int, steps_per_call: int,
-                  periods: Sequence[int]) -> int:
-  """Steps of the next call: at most `steps_per_call`, never past
-  `num_steps` nor across a multiple of any of `periods` (log, checkpoint,
-  eval, epoch boundaries), so every boundary falls between two calls."""
-  length = min(steps_per_call, num_steps - step)
-  for period in periods:
-    length = min(length, period - step % period)
-  return length
+def _check_mesh(mesh: jax.sharding.Mesh | None,
+                batch_size: int) -> tuple[jax.sharding.Mesh, bool]:
+  """(the data mesh, whether to finish each call before the next)."""
+  mesh = make_data_mesh() if mesh is None else mesh
+  if 'data' not in mesh.axis_names:
+    raise ValueError(f"mesh must have an axis 'data', got {mesh.axis_names}.")
+  num_devices = mesh.shape['data']
+  if batch_size % num_devices:
+    raise ValueError(
+        f'batch_size={batch_size} must be divisible by the number of devices '
+        f'in the data mesh ({num_devices}).')
+  # XLA:CPU can deadlock in the gradient all-reduce when consecutive steps of
+  # a multi-device program overlap (seen with jax 0.10.2 and 4 forced host
+  # devices on 2 cores): there, finish each step before dispatching the next.
+  sync = num_devices > 1 and all(d.platform == 'cpu' for d in mesh.devices.flat)
+  return mesh, sync
 
 
 def _place_state(state: TrainState, replicated: Any) -> TrainState:
@@ -840,64 +989,6 @@ def _place_state(state: TrainState, replicated: Any) -> TrainState:
 @jax.jit
 def _copy_tree(tree: PyTree) -> PyTree:
   return jax.tree.map(jnp.copy, tree)
-
-
-def _key_words(key: jax.Array) -> list[int]:
-  """The uint32 words of a typed or raw PRNG key, as Python ints."""
-  data = jax.random.key_data(key) if _checks.is_typed_key(key) else key
-  return [int(w) for w in np.asarray(data).ravel()]
-
-
-def epoch_batches(key: jax.Array | int, epoch: int, n: int,
-                  batch_size: int) -> np.ndarray:
-  """The rows of every batch of one epoch of `fit`'s in-memory dataset.
-
-  Epoch `e` shuffles the `n` rows with numpy's PCG64 generator seeded by the
-  run's key and the epoch, `np.random.default_rng([*key_words, e])
-  .permutation(n)` (key_words: the uint32 words of `key`'s key data), and
-  cuts it into `n // batch_size` consecutive batches (the remainder is
-  dropped); each batch's row indices are sorted. On the host this takes
-  0.02-0.1 s per 10^6 rows, against ~1-2.5 s for an on-device
-  `jax.random.permutation` on a 2-core CPU. Deterministic in `(key, epoch)`.
-
-  Args:
-    key: the run's base key (`TrainState.key`: typed or raw), or an int seed.
-    epoch: the epoch number (int >= 0).
-    n: the number of rows of the dataset.
-    batch_size: rows per batch (1 <= batch_size <= n).
-
-  Returns:
-    int32 `[n // batch_size, batch_size]`: row `i` holds the (sorted) row
-    indices of step `epoch * (n // batch_size) + i`.
-  """
-  if not _checks.is_typed_key(key):
-    key = _checks.as_key('key', key)
-  epoch = _checks.check_int('epoch', epoch, 0)
-  n = _checks.check_int('n', n, 1)
-  batch_size = _checks.check_int('batch_size', batch_size, 1)
-  if batch_size > n:
-    raise ValueError(f'batch_size={batch_size} is larger than n={n}.')
-  return _epoch_rows(_key_words(key), epoch, n, batch_size)
-
-
-def _epoch_rows(words: Sequence[int], epoch: int, n: int,
-                batch_size: int) -> np.ndarray:
-  """`epoch_batches` from the key's words (no argument checks)."""
-  steps = n // batch_size
-  perm = np.random.default_rng([*words, epoch]).permutation(n)
-  rows = perm[:steps * batch_size].reshape(steps, batch_size)
-  return np.sort(rows, axis=1).astype(np.int32)
-
-
-def _mean_metrics(pending: list[Metrics]) -> dict[str, float]:
-  """Mean over every step of `pending` (entries are scalars `[]` from one
-  step or `[length]` from a multi-step call)."""
-  values = jax.device_get(pending)
-  out = {}
-  for name in values[0]:
-    out[name] = float(np.mean(np.concatenate(
-        [np.ravel(v[name]) for v in values])))
-  return out
 
 
 def _check_unsaved(names: Any, model_state: PyTree) -> tuple[str, ...]:
@@ -924,8 +1015,8 @@ def _without(state: TrainState, names: tuple[str, ...]) -> TrainState:
 def _restore_without(workdir: str | os.PathLike, state: TrainState,
                      names: tuple[str, ...]) -> TrainState | None:
   """The newest checkpoint restored into `state`, whose collections `names`
-  keep their given values (they are not in the checkpoint, or, written by
-  an older release, are restored and then replaced)."""
+  keep their given values (they are not in the checkpoint, or, in one
+  written with them, are restored and then replaced)."""
   if not names:
     return restore_latest(workdir, state)
   try:
@@ -937,6 +1028,119 @@ def _restore_without(workdir: str | os.PathLike, state: TrainState,
   return restored.replace(model_state={
       **restored.model_state,
       **{c: state.model_state[c] for c in names}})
+
+
+def _start_state(state_or_params: TrainState | PyTree,
+                 tx: optax.GradientTransformation, key: Any,
+                 model_state: PyTree | None, mesh: jax.sharding.Mesh,
+                 workdir: str | os.PathLike | None,
+                 unsaved: tuple[str, ...] | str | Sequence[str]
+                 ) -> tuple[TrainState, tuple[str, ...]]:
+  """The state to train (a replicated copy, resumed from `workdir`'s newest
+  checkpoint if any) and the checked `unsaved_collections`."""
+  if isinstance(state_or_params, TrainState):
+    state = state_or_params
+  else:
+    if key is None:
+      raise ValueError('key is required when passing params (or config.seed).')
+    state = create_train_state(state_or_params, tx, key=key,
+                               model_state=model_state)
+  state = _place_state(state, _shardings(mesh)[0])
+  unsaved = _check_unsaved(unsaved, state.model_state)
+  restored = (_restore_without(workdir, state, unsaved)
+              if workdir is not None else None)
+  if restored is None:
+    return state, unsaved
+  logging.info('Resumed from %s at step %d.', _checkpoint_dir(workdir),
+               int(restored.step))
+  return restored, unsaved
+
+
+def _chunk_length(step: int, num_steps: int, steps_per_call: int,
+                  periods: Sequence[int]) -> int:
+  """Steps of the next call: at most `steps_per_call`, never past
+  `num_steps` nor across a multiple of any of `periods` (log, checkpoint,
+  eval, epoch boundaries), so every boundary falls between two calls."""
+  length = min(steps_per_call, num_steps - step)
+  for period in periods:
+    length = min(length, period - step % period)
+  return length
+
+
+def _format_eta(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  return str(datetime.timedelta(seconds=int(round(seconds))))
+
+
+def _mean_metrics(pending: list[Metrics]) -> dict[str, float]:
+  """Mean over every step of `pending` (entries are scalars `[]` from one
+  step or `[length]` from a multi-step call)."""
+  values = jax.device_get(pending)
+  out = {}
+  for name in values[0]:
+    out[name] = float(np.mean(np.concatenate(
+        [np.ravel(v[name]) for v in values])))
+  return out
+
+
+class _Log:
+  """The history, `metrics.jsonl` and progress lines of one `fit`."""
+
+  def __init__(self, workdir: str | os.PathLike | None, start: int,
+               num_steps: int):
+    self._writer = (None if workdir is None else MetricWriter(
+        workdir, resume_step=start, enabled=jax.process_index() == 0))
+    self._num_steps = num_steps
+    self._history: dict[str, list] = {}
+    self._since = (start, time.perf_counter())  # steps/s counted from here
+    self.pending: list[Metrics] = []  # each call's metrics since the last log
+
+  def _record(self, prefix: str, step: int, values: Mapping[str, Any]) -> None:
+    self._history.setdefault(prefix + 'step', []).append(step)
+    for k, v in values.items():
+      self._history.setdefault(k, []).append(v)
+    if self._writer is not None:
+      self._writer.write(step, values)
+
+  def train(self, step: int) -> None:
+    """Logs the mean of the pending train metrics and the steps/s."""
+    values = _mean_metrics(self.pending)
+    self.pending = []
+    now = time.perf_counter()
+    rate = (step - self._since[0]) / max(now - self._since[1], 1e-9)
+    self._since = (step, now)
+    values['steps_per_sec'] = rate
+    self._record('', step, values)
+    extra = ''.join(f', {k}={v:.5g}' for k, v in values.items()
+                    if k not in ('loss', 'steps_per_sec'))
+    logging.info('step %d/%d: loss=%.5g%s, %.1f steps/s, ETA %s', step,
+                 self._num_steps, values['loss'], extra, rate,
+                 _format_eta((self._num_steps - step) / rate))
+
+  def eval(self, step: int, values: Mapping[str, Any]) -> None:
+    """Logs `eval_fn`'s values as 'eval/<name>'."""
+    values = {f'eval/{k}': _to_jsonable(v) for k, v in values.items()}
+    self._record('eval_', step, values)
+    logging.info('step %d: %s', step, ', '.join(
+        f'{k}={v:.5g}' if isinstance(v, float) else f'{k}={v}'
+        for k, v in values.items()))
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent inside (checkpoints, evals) is left out of steps/s."""
+    t0 = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._since = (self._since[0],
+                     self._since[1] + time.perf_counter() - t0)
+
+  def close(self) -> dict[str, np.ndarray]:
+    """Closes the metric file; returns the history as numpy arrays."""
+    if self._writer is not None:
+      self._writer.close()
+    return {k: np.asarray(v) for k, v in self._history.items()}
 
 
 def fit(
@@ -969,14 +1173,13 @@ def fit(
   interrupted run (and returns at once when it had finished). `num_steps` is
   the total number of steps, counted from the start of the run.
 
-  Data:
+  Data (one feed per kind, built before the loop):
     * an in-memory dataset: a pytree of arrays with leading dim `n` (numpy or
-      jax). It is put on the devices once (replicated on every device of the
-      mesh); every epoch of `n // batch_size` steps (remainder dropped) uses
-      the permutation `jax.random.permutation(fold_in(data_key, epoch), n)`,
-      computed on device, with `data_key = fold_in(state.key, 0x5EEDDA7A)`;
-      each step gathers its rows inside the jitted step: no host->device copy
-      per step.
+      jax), put on the devices once (replicated). Epoch `e` (`n //
+      batch_size` steps, remainder dropped) takes the batches
+      `epoch_batches(state.key, e, n, batch_size)` (a numpy PCG64 permutation
+      of the key and the epoch; sorted rows per batch), copied to the devices
+      once per epoch; each step gathers its rows inside the jitted step.
     * a callable `batch_fn(step: int) -> batch` (pytree of `[batch_size,
       ...]`), deterministic in `step` (for exact resume). Called on the host,
       the batch is copied to the devices, sharded. With `trace_batch_fn=True`
@@ -984,25 +1187,18 @@ def fit(
       `[]` (for batches generated on device, e.g. synthetic data from
       `fold_in(key, step)`): then it must be jittable.
 
-  Parallelism: a `Mesh` over `jax.devices()` with axis 'data' (or `mesh`);
-  the state is replicated and each batch's leading dim sharded, so
-  `batch_size` must be divisible by the number of devices. On a multi-device
-  CPU mesh (e.g. `--xla_force_host_platform_device_count`) each step is
-  finished before the next is dispatched, because XLA:CPU can deadlock in a
-  collective when multi-device steps overlap; GPUs/TPUs keep full async
-  dispatch. Multi-host works
-  after `jax.distributed.initialize()` (see the module docstring).
-
-  Compilation: the jitted step is cached (small LRU, keyed on the identity of
-  `loss_fn` and `tx`, the mesh, batch size and steps per epoch), so repeated
-  `fit` calls with the same `loss_fn` and `tx` objects compile once; the cache
-  keeps those objects alive.
+  Parallelism: the state is replicated over `mesh` (default all devices,
+  axis 'data') and each batch's leading dim sharded, so `batch_size` must be
+  divisible by the number of devices (see the module docstring). The jitted
+  step is cached (small LRU keyed on the identity of `loss_fn` and `tx`, the
+  mesh and the data's shape), so fits with the same `loss_fn` and `tx`
+  objects compile once; the cache keeps those objects alive.
 
   Outputs in `workdir` (when given): `checkpoints/` (orbax; every
   `checkpoint_every` steps and at the end) and `metrics.jsonl` (one line per
-  log step with the train metrics averaged over the steps since the previous
-  log, `steps_per_sec`, and `eval/<name>` lines from `eval_fn`). Progress is
-  logged through absl logging (step, loss, steps/s, ETA).
+  log step: the train metrics averaged since the previous log and
+  `steps_per_sec`; `eval/<name>` lines from `eval_fn`). Progress goes to absl
+  logging (step, loss, steps/s, ETA).
 
   Args:
     loss_fn: `loss_fn(params, model_state, batch, key) -> (loss [],
@@ -1023,8 +1219,9 @@ def fit(
       steps (if set) and at the end; logged with the prefix 'eval/'.
     batch_size: global batch size (required), divisible by the device count.
     num_steps: total number of training steps (required).
-    key: base PRNG key (or int seed) when `state_or_params` are params;
-      default `config.seed`.
+    key: base PRNG key when `state_or_params` are params: a typed key, a raw
+      `uint32[2]` key (wrapped, same stream) or an int seed; default
+      `config.seed`.
     model_state: initial non-trainable collections when `state_or_params` are
       params (e.g. `{'batch_stats': ...}`).
     log_every: log (and fetch metrics from the device) every this many steps;
@@ -1034,20 +1231,18 @@ def fit(
     max_to_keep: checkpoints kept; default 3.
     mesh: the device mesh (axis 'data'); default `make_data_mesh()`.
     trace_batch_fn: trace a callable `data` inside the step; default False.
-    steps_per_call: optimizer steps per jitted call (default 1). With more,
-      consecutive steps run in one `lax.scan` (host batches are stacked and
-      copied once per call), which saves the per-step dispatch and host work:
-      ~10% faster for small MLPs on CPU (but XLA:CPU runs convolutions
-      inside a loop ~4x slower: keep 1 for conv nets there). The steps, keys
-      and batches are the same as with 1 (equal results up to float
-      rounding). A call never crosses a multiple of `log_every`,
-      `checkpoint_every`, `eval_every` or an epoch end; make those
-      multiples of `steps_per_call` to compile one program only.
+    steps_per_call: optimizer steps per jitted call (default 1); more run
+      in one `lax.scan` (host batches stacked, copied once per call): ~10%
+      faster for small MLPs on CPU (but XLA:CPU runs convolutions in a loop
+      ~4x slower: keep 1 for conv nets there). Same steps, keys and batches
+      as with 1. A call never crosses a multiple of `log_every`,
+      `checkpoint_every`, `eval_every` or an epoch end: make those multiples
+      of `steps_per_call` to compile one program only.
     unsaved_collections: a name or names of `model_state` collections that
       are inputs, not training state (e.g. a frozen black box's parameters that
       `loss_fn` reads and returns unchanged): checkpoints omit them, and on
-      resume the values given here are used (a checkpoint written with them,
-      by an older release, still restores).
+      resume the values given here are used (a checkpoint that holds them
+      still restores).
 
   Returns:
     `(state, history)`: the final `TrainState` (replicated over the mesh) and
@@ -1057,210 +1252,55 @@ def fit(
     'eval/<name>' `[num_evals]`. Logs of a previous, resumed run are in
     `metrics.jsonl`, not in `history`.
   """
-  # ---- arguments.
-  def opt(name, value, default):
-    return _cfg(config, name, default) if value is None else value
-
-  batch_size = opt('batch_size', batch_size, None)
-  num_steps = opt('num_steps', num_steps, None)
-  if batch_size is None:
-    raise ValueError('batch_size is required (argument or config.batch_size).')
-  if num_steps is None:
-    raise ValueError('num_steps is required (argument or config.num_steps).')
-  if (isinstance(batch_size, bool) or
-      not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
-    raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
-  batch_size = int(batch_size)
-  if isinstance(num_steps, bool) or not isinstance(num_steps,
-                                                   (int, np.integer)):
-    raise ValueError(f'num_steps must be a Python int, got {num_steps!r}.')
-  num_steps = int(num_steps)
-  if num_steps < 0:
-    raise ValueError(f'num_steps must be >= 0, got {num_steps}.')
-  log_every = int(opt('log_every', log_every, 100))
-  checkpoint_every = int(opt('checkpoint_every', checkpoint_every, 1000))
-  eval_every = opt('eval_every', eval_every, None)
-  max_to_keep = opt('max_to_keep', max_to_keep, 3)
-  trace_batch_fn = bool(opt('trace_batch_fn', trace_batch_fn, False))
-  steps_per_call = opt('steps_per_call', steps_per_call, 1)
-  if (isinstance(steps_per_call, bool) or
-      not isinstance(steps_per_call, (int, np.integer))):
-    raise ValueError(
-        f'steps_per_call must be a positive int, got {steps_per_call!r}.')
-  steps_per_call = int(steps_per_call)
-  for name, value in (('log_every', log_every),
-                      ('checkpoint_every', checkpoint_every),
-                      ('steps_per_call', steps_per_call)):
-    if value <= 0:
-      raise ValueError(f'{name} must be positive, got {value}.')
-  if eval_every is not None and int(eval_every) <= 0:
-    raise ValueError(f'eval_every must be positive, got {eval_every}.')
-
-  mesh = make_data_mesh() if mesh is None else mesh
-  if 'data' not in mesh.axis_names:
-    raise ValueError(f"mesh must have an axis 'data', got {mesh.axis_names}.")
-  num_devices = mesh.shape['data']
-  if batch_size % num_devices:
-    raise ValueError(
-        f'batch_size={batch_size} must be divisible by the number of devices '
-        f'in the data mesh ({num_devices}).')
-  replicated, batch_sharding = _shardings(mesh)
-  # XLA:CPU can deadlock in the gradient all-reduce when consecutive steps of
-  # a multi-device program overlap (seen with jax 0.10.2 and 4 forced host
-  # devices on 2 cores): there, finish each step before dispatching the next.
-  sync_each_step = num_devices > 1 and all(
-      d.platform == 'cpu' for d in mesh.devices.flat)
-
-  in_memory = not callable(data)
-  if in_memory:
-    n = _check_dataset(data)
-    if n < batch_size:
-      raise ValueError(
-          f'batch_size={batch_size} is larger than the dataset (n={n}).')
-    steps_per_epoch = n // batch_size
-
+  plan = _plan(config, batch_size=batch_size, num_steps=num_steps,
+               log_every=log_every, checkpoint_every=checkpoint_every,
+               eval_every=eval_every, max_to_keep=max_to_keep,
+               steps_per_call=steps_per_call, trace_batch_fn=trace_batch_fn)
+  mesh, sync_each_call = _check_mesh(mesh, plan.batch_size)
   if tx is None:
     if config is None:
       raise ValueError('Pass tx or a config with the optimizer fields.')
-    tx = make_optimizer(config, num_steps=_cfg(config, 'num_steps', num_steps))
-
-  # ---- state: fresh copy on the mesh (the step donates it), then resume.
-  if isinstance(state_or_params, TrainState):
-    state = state_or_params
-  else:
-    key = opt('seed', key, None)
-    if key is None:
-      raise ValueError('key is required when passing params (or config.seed).')
-    state = create_train_state(state_or_params, tx, key=key,
-                               model_state=model_state)
-  state = _place_state(state, replicated)
-  unsaved = _check_unsaved(unsaved_collections, state.model_state)
-  restored = (_restore_without(workdir, state, unsaved)
-              if workdir is not None else None)
-  if restored is not None:
-    state = restored
-  start = int(state.step)
-  if restored is not None:
-    logging.info('Resumed from %s at step %d.', _checkpoint_dir(workdir), start)
-  logging.info(
-      'fit: steps %d -> %d, batch_size %d over %d device(s) (%d each), %s.',
-      start, num_steps, batch_size, num_devices, batch_size // num_devices,
-      f'in-memory dataset of {n} rows ({steps_per_epoch} steps/epoch)'
-      if in_memory else 'batch_fn data')
-
-  # ---- compiled pieces (reused by later fits with the same loss_fn and tx).
-  if in_memory:
-    data = jax.device_put(data, replicated)
-    step_args = ('dataset', loss_fn, tx, mesh)
-    step_extra = (batch_size, steps_per_epoch)
-    data_key = _key_words(state.key)
-    perm_fn = lambda k, epoch: jax.device_put(
-        _epoch_rows(k, epoch, n, batch_size).ravel(), replicated)
-  elif trace_batch_fn:
-    step_args, step_extra = ('traced', loss_fn, tx, mesh), (data,)
-  else:
-    step_args, step_extra = ('host', loss_fn, tx, mesh), ()
-    stacked_sharding = (None if batch_sharding is None else
-                        jax.sharding.NamedSharding(
-                            mesh, jax.sharding.PartitionSpec(None, 'data')))
-  step_fn = lambda length: _step_for_fit(*step_args, length, *step_extra)
-  periods = [log_every]
-  if workdir is not None:
-    periods.append(checkpoint_every)
-  if eval_fn is not None and eval_every is not None:
-    periods.append(int(eval_every))
-  if in_memory:
-    periods.append(steps_per_epoch)
-
-  # ---- outputs.
-  is_main = jax.process_index() == 0
-  writer = (MetricWriter(workdir, resume_step=start, enabled=is_main)
-            if workdir is not None else None)
-  history: dict[str, list] = {}
-  last_saved = latest_checkpoint_step(workdir) if workdir is not None else None
-
-  def record(prefix: str, step: int, values: Mapping[str, Any]) -> None:
-    history.setdefault(prefix + 'step', []).append(step)
-    for k, v in values.items():
-      history.setdefault(k, []).append(v)
-    if writer is not None:
-      writer.write(step, values)
-
-  def evaluate(step: int) -> None:
-    values = {f'eval/{k}': _to_jsonable(v) for k, v in eval_fn(state).items()}
-    record('eval_', step, values)
-    logging.info('step %d: %s', step, ', '.join(
-        f'{k}={v:.5g}' if isinstance(v, float) else f'{k}={v}'
-        for k, v in values.items()))
-
-  # ---- the loop: no host sync except at log / checkpoint / eval steps.
-  perm = None
-  pending: list[Metrics] = []
-  timer = _Timer(start, time.perf_counter())
+    tx = make_optimizer(config,
+                        num_steps=_cfg(config, 'num_steps', plan.num_steps))
+  state, unsaved = _start_state(
+      state_or_params, tx, _cfg(config, 'seed') if key is None else key,
+      model_state, mesh, workdir, unsaved_collections)
+  feed = _make_feed(data, plan.batch_size, plan.trace_batch_fn, mesh,
+                    state.key)
+  start, end = int(state.step), plan.num_steps
+  logging.info('fit: steps %d -> %d, batch_size %d over %d device(s), %s.',
+               start, end, plan.batch_size, mesh.shape['data'], feed.about)
+  ckpt_every = None if workdir is None else plan.checkpoint_every
+  eval_every = None if eval_fn is None else plan.eval_every
+  # Every call ends at the next log, checkpoint, eval or epoch boundary.
+  periods = [p for p in (plan.log_every, ckpt_every, eval_every,
+                         *feed.periods) if p is not None]
+  due = lambda step, every: every is not None and step % every == 0
+  save = lambda state, step: save_checkpoint(
+      workdir, _without(state, unsaved), step, max_to_keep=plan.max_to_keep)
+  log = _Log(workdir, start, end)
   try:
     step = start
-    while step < num_steps:
-      length = _chunk_length(step, num_steps, steps_per_call, periods)
-      if in_memory:
-        if perm is None or step % steps_per_epoch == 0:
-          perm = perm_fn(data_key, step // steps_per_epoch)
-        state, metrics = step_fn(length)(state, data, perm)
-      elif trace_batch_fn:
-        state, metrics = step_fn(length)(state)
-      else:
-        batches = [data(s) for s in range(step, step + length)]
-        if step == start:
-          for path, leaf in jax.tree_util.tree_leaves_with_path(batches[0]):
-            lead = np.shape(leaf)[0] if np.ndim(leaf) else None
-            want = batch_size // jax.process_count()
-            if lead != want:
-              raise ValueError(
-                  f'batch_fn returned batch{jax.tree_util.keystr(path)} with '
-                  f'leading dim {lead}, expected batch_size={want}.')
-        if length == 1:
-          batch = _put_batch(batches[0], batch_sharding)
-        else:
-          batch = _put_batch(
-              jax.tree.map(lambda *rows: np.stack(rows), *batches),
-              stacked_sharding)
-        state, metrics = step_fn(length)(state, batch)
-      pending.append(metrics)
-      done = step = step + length
-      if sync_each_step:
+    while step < end:  # no host sync except at log, checkpoint, eval steps
+      length = _chunk_length(step, end, plan.steps_per_call, periods)
+      step_fn = _step_for_fit(feed.read, loss_fn, tx, mesh, length)
+      state, metrics = step_fn(state, *feed(step, length))
+      log.pending.append(metrics)
+      step += length
+      if sync_each_call:
         jax.block_until_ready((state, metrics))
-
-      if done % log_every == 0 or done == num_steps:
-        values = _mean_metrics(pending)
-        pending = []
-        now = time.perf_counter()
-        rate = (done - timer.step) / max(now - timer.time, 1e-9)
-        timer = _Timer(done, now)
-        values['steps_per_sec'] = rate
-        record('', done, values)
-        extra = ', '.join(f'{k}={v:.5g}' for k, v in values.items()
-                          if k not in ('loss', 'steps_per_sec'))
-        logging.info('step %d/%d: loss=%.5g%s, %.1f steps/s, ETA %s', done,
-                     num_steps, values['loss'], ', ' + extra if extra else '',
-                     rate, _format_eta((num_steps - done) / rate))
-      if workdir is not None and (done % checkpoint_every == 0 or
-                                  done == num_steps):
-        t0 = time.perf_counter()
-        save_checkpoint(workdir, _without(state, unsaved), done,
-                        max_to_keep=max_to_keep)
-        last_saved = done
-        timer.time += time.perf_counter() - t0  # steps/s counts training only
-      if (eval_fn is not None and eval_every is not None and
-          done % int(eval_every) == 0 and done != num_steps):
-        t0 = time.perf_counter()
-        evaluate(done)
-        timer.time += time.perf_counter() - t0
-    final = max(start, num_steps)
-    if workdir is not None and last_saved != final:
-      save_checkpoint(workdir, _without(state, unsaved), final,
-                      max_to_keep=max_to_keep)
+      if due(step, plan.log_every) or step == end:
+        log.train(step)
+      with log.paused():
+        if due(step, ckpt_every) or (workdir is not None and step == end):
+          save(state, step)
+        if due(step, eval_every) and step != end:
+          log.eval(step, eval_fn(state))
+    # (step is now max(start, end): a run restored past `end` stays there.)
+    if workdir is not None and latest_checkpoint_step(workdir) != step:
+      save(state, step)
     if eval_fn is not None:
-      evaluate(final)
+      log.eval(step, eval_fn(state))
   finally:
-    if writer is not None:
-      writer.close()
-  return state, {k: np.asarray(v) for k, v in history.items()}
+    history = log.close()
+  return state, history
