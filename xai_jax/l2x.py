@@ -47,6 +47,9 @@ model's own fidelity on x_S -- what post-hoc accuracy scores -- and the
 selection cannot carry the class to a co-trained decoder, since nothing is
 co-trained. It needs a differentiable `BlackBox` on float inputs.
 
+REAL-X's phase 1 is the one random-mask loss of `xai_jax.realx`
+(`realx.random_mask_loss`, shared with the EVAL-X evaluator).
+
 All training goes through the shared loop `xai_jax.train.fit` (one jitted
 step; per-step key `fold_in(key, step)`; one Gumbel draw per example per
 step; BatchNorm statistics in `model_state`).
@@ -72,6 +75,7 @@ from xai_jax import blackbox as bb
 from xai_jax import masking
 from xai_jax import nets
 from xai_jax import protocol
+from xai_jax import realx as realx_lib
 from xai_jax import relax
 from xai_jax import train
 
@@ -513,31 +517,6 @@ def l2x_loss(selector: nn.Module, approximator: nn.Module,
   return loss_fn
 
 
-def _realx_predictor_loss(approximator: nn.Module, num_groups: int,
-                          keep_prob: float, expand: Callable[[Array], Array],
-                          l2: float) -> train.LossFn:
-  """REAL-X phase 1: CE(P_m(.|x), q(x * s)), s_i ~ Bernoulli(keep_prob) i.i.d."""
-
-  def loss_fn(params, model_state, batch, key):
-    x, p = batch['x'], batch['targets']
-    (mask_key,) = _fast_keys(key, 1)
-    s = jax.random.bernoulli(mask_key, keep_prob, (x.shape[0], num_groups))
-    mask = expand(s.astype(jnp.float32))
-    variables = {'params': params, **model_state}
-    if model_state:
-      out, new_state = approximator.apply(variables, x, mask, train=True,
-                                          mutable=list(model_state))
-    else:
-      out, new_state = approximator.apply(variables, x, mask, train=True), {}
-    ce = jnp.mean(optax.softmax_cross_entropy(out, p))
-    agree = jnp.mean(jnp.argmax(out, -1) == jnp.argmax(p, -1))
-    loss = ce + l2 * nets.l2_penalty(approximator, params)
-    return loss, (new_state, {'cross_entropy': ce,
-                              'approximator_agreement': agree})
-
-  return loss_fn
-
-
 def _realx_selector_loss(selector: nn.Module, approximator: nn.Module,
                          approx_variables: PyTree,
                          sample: Callable[[Array, Array, int], Array], k: int,
@@ -778,7 +757,10 @@ def fit(
     wd1 = None if workdir is None else f'{workdir}/realx_predictor'
     wd2 = None if workdir is None else f'{workdir}/realx_selector'
     tx1 = train.make_optimizer(opt_cfg, num_steps=max(realx_num_steps, 1))
-    loss1 = _realx_predictor_loss(approximator, d, keep_prob, expand, l2)
+    loss1 = realx_lib.random_mask_loss(
+        realx_lib.linen_apply_fn(approximator, train=True), d, keep_prob,
+        expand, lambda p: l2 * nets.l2_penalty(approximator, p),
+        mask_keys=realx_lib.rbg_mask_keys)
     state1, hist1 = train.fit(
         loss1, app_params, _batch_fn(data, batch_size, k1), tx=tx1, key=k1,
         model_state=model_state, num_steps=realx_num_steps, workdir=wd1,
