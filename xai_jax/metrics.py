@@ -57,6 +57,7 @@ Model = bb.BlackBox | Callable[[Array], Array]
 Baseline = float | int | Array | np.ndarray | str
 
 _DEFAULT_BATCH = 1024
+_SPACES = ('raw', 'probs', 'log_probs')
 _BINARY_HINT = 'use top_k_mask(scores, k) to turn scores into a selection.'
 
 
@@ -159,6 +160,24 @@ def _units(name: str, attributions: Any, x: Array,
     raise ValueError(f'{name} must have the shape of x {x.shape}, got '
                      f'{a.shape}.')
   return a.reshape(b, -1)
+
+
+def _removal_inputs(model: Model, x: Any, attributions: Any,
+                    groups: masking.FeatureGroups | None, space: str,
+                    what: str) -> tuple[bb.BlackBox, Array, Array,
+                                        masking.FeatureGroups]:
+  """Checked `(box, x, units [batch, d], groups)` of a metric that removes
+  units of the input; `groups` defaults to one group per input element."""
+  box = _box(model, x)
+  x = _checks.check_model_input(box, x)
+  masking.check_groups(groups, box.input_shape)
+  _checks.check_choice('space', space, _SPACES)
+  if space != 'raw':
+    _check_classifier(box, f'{what}(space={space!r})')
+  units = _units('attributions', attributions, x, groups)
+  if groups is None:
+    groups = masking.feature_groups(box.input_shape)
+  return box, x, units, groups
 
 
 # =============================================================================
@@ -755,9 +774,6 @@ def evalx_auroc(evaluator: Evaluator, x: Array, selection: Array,
 # =============================================================================
 
 
-_SPACES = ('raw', 'probs', 'log_probs')
-
-
 @functools.partial(jax.jit, static_argnames=('modes', 'space', 'chunk'))
 def _del_ins_core(box, x, units, target, counts, groups, del_base, ins_base,
                   modes, space, chunk):
@@ -836,16 +852,9 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
     `fractions` `[T+1]`, `target` `[batch]` and, per computed mode m,
     `m_curve` `[batch, T+1]`, `m_auc` `[batch]`, `m_auc_mean` `[]`.
   """
-  box = _box(model, x)
-  x = _checks.check_model_input(box, x)
-  masking.check_groups(groups, box.input_shape)
   _checks.check_choice('mode', mode, ('both', 'deletion', 'insertion'))
-  _checks.check_choice('space', space, _SPACES)
-  if space != 'raw':
-    _check_classifier(box, f"deletion_insertion(space={space!r})")
-  units = _units('attributions', attributions, x, groups)
-  if groups is None:
-    groups = masking.feature_groups(box.input_shape)
+  box, x, units, groups = _removal_inputs(model, x, attributions, groups,
+                                          space, 'deletion_insertion')
   d = units.shape[1]
   num_steps = min(d, 100) if num_steps is None else num_steps
   num_steps = _checks.check_int('num_steps', num_steps)
@@ -939,15 +948,8 @@ def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
     `sensitivity_n_mean`, and `attribution_sums`, `output_drops`
     `[batch, num_subsets]`.
   """
-  box = _box(model, x)
-  x = _checks.check_model_input(box, x)
-  masking.check_groups(groups, box.input_shape)
-  _checks.check_choice('space', space, _SPACES)
-  if space != 'raw':
-    _check_classifier(box, f'sensitivity_n(space={space!r})')
-  units = _units('attributions', attributions, x, groups)
-  if groups is None:
-    groups = masking.feature_groups(box.input_shape)
+  box, x, units, groups = _removal_inputs(model, x, attributions, groups,
+                                          space, 'sensitivity_n')
   n = _checks.check_k('n', n, units.shape[1])
   num_subsets = _checks.check_int('num_subsets', num_subsets, minimum=2)
   key = _checks.as_key('key', key, method='sensitivity_n')
