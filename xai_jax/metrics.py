@@ -7,7 +7,9 @@ under `'<name>_mean'` (NaN rows, e.g. rows without any ground-truth feature,
 are left out of means). Arguments are checked on concrete values before
 anything is traced (`ValueError` naming the argument); the compute cores run
 under `jax.jit`, and model evaluations of perturbation metrics run in
-memory-bounded chunks of `batch_size` rows through `jax.lax.map`.
+memory-bounded chunks of `batch_size` rows (`blackbox.map_batches`). Keys are
+PRNG keys or int seeds (`_checks.as_key`); inputs are masked with
+`masking.apply_mask` (token ids: replaced by the pad id).
 
 Ground truth (synthetic data with known relevant features or masks):
   * `median_rank`     L2X (Chen et al. 2018), `compute_median_rank`.
@@ -676,8 +678,8 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
 # =============================================================================
 
 
-# The evaluator and its training live in `xai_jax.realx`; these names stay
-# here for existing callers.
+# The EVAL-X evaluator and its training are defined in `xai_jax.realx`; both
+# names are also reachable from here.
 Evaluator = realx.Evaluator
 train_evalx = realx.train_evalx
 
@@ -720,7 +722,7 @@ def evalx_accuracy(evaluator: Evaluator, x: Array, selection: Array,
   evaluator q on inputs masked by an explainer's selection.
 
   Args:
-    evaluator: from `train_evalx`.
+    evaluator: from `realx.train_evalx`.
     x: `[batch, *input_shape]`.
     selection: binary, `[batch, *input_shape]` or `[batch, num_groups]` over
       `groups` (default the evaluator's groups).
@@ -749,7 +751,7 @@ def evalx_auroc(evaluator: Evaluator, x: Array, selection: Array,
   number; Mann-Whitney with ties averaged).
 
   Args:
-    evaluator: from `train_evalx`, with 2 classes.
+    evaluator: from `realx.train_evalx`, with 2 classes.
     x: `[batch, *input_shape]`.
     selection: as in `evalx_accuracy`.
     labels: int 0/1 `[batch]` or soft targets `[batch, 2]` (argmax taken).
