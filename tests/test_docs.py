@@ -1,0 +1,103 @@
+"""The README and the result pages in docs/ stay usable.
+
+* README.md is a front door: at most 200 lines.
+* Every relative link of README.md, docs/*.md and benchmarks/README.md
+  points at a file that exists (and, for `page.md#anchor`, at a heading of
+  that page).
+* Every command they name (`python -m experiments.<name>`,
+  `benchmarks/<name>.py`, `--config=experiments/configs/<file>.py:<variant>`)
+  refers to an existing binary, script, config file and variant.
+* The result pages hold no history of earlier runs.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = sorted([ROOT / 'README.md', ROOT / 'benchmarks' / 'README.md',
+                *(ROOT / 'docs').glob('*.md')])
+RESULT_PAGES = sorted((ROOT / 'docs').glob('*.md'))
+
+LINK = re.compile(r'\]\(([^)\s]+)\)')
+BINARY = re.compile(r'python3? -m (experiments(?:\.\w+)+)')
+SCRIPT = re.compile(r'\b(benchmarks/\w+\.py)\b')
+CONFIG = re.compile(r'--config=(experiments/configs/\w+\.py)(?::(\w+))?')
+HISTORY = re.compile(
+    r'previous release|rerun with the current code|\bwas \d[\d.]* before|'
+    r'earlier run|before the changes', re.IGNORECASE)
+
+
+def _ids(paths):
+  return [str(p.relative_to(ROOT)) for p in paths]
+
+
+def _anchors(page: pathlib.Path) -> set[str]:
+  """GitHub's heading anchors of a markdown page."""
+  out = set()
+  in_code = False
+  for line in page.read_text().splitlines():
+    if line.startswith('```'):
+      in_code = not in_code
+    if in_code or not line.startswith('#'):
+      continue
+    title = line.lstrip('#').strip().lower()
+    title = re.sub(r'[^\w\- ]', '', title)
+    out.add(title.replace(' ', '-'))
+  return out
+
+
+def test_readme_is_a_front_door():
+  lines = (ROOT / 'README.md').read_text().splitlines()
+  assert len(lines) <= 200, f'README.md has {len(lines)} lines (> 200)'
+
+
+def test_result_pages_exist():
+  for name in ('l2x.md', 'attribution.md', 'speed.md'):
+    assert (ROOT / 'docs' / name).is_file(), name
+
+
+@pytest.mark.parametrize('page', PAGES, ids=_ids(PAGES))
+def test_links_exist(page):
+  missing = []
+  for target in LINK.findall(page.read_text()):
+    if re.match(r'[a-z]+:', target):  # http:, https:, mailto:
+      continue
+    path, _, anchor = target.partition('#')
+    dest = (page.parent / path).resolve() if path else page
+    if not dest.exists():
+      missing.append(target)
+    elif anchor and dest.suffix == '.md' and anchor not in _anchors(dest):
+      missing.append(target)
+  assert not missing, f'{page.name}: broken links {missing}'
+
+
+@pytest.mark.parametrize('page', PAGES, ids=_ids(PAGES))
+def test_commands_refer_to_existing_files(page):
+  text = page.read_text()
+  missing = []
+  for module in BINARY.findall(text):
+    path = ROOT.joinpath(*module.split('.'))
+    if not path.with_suffix('.py').is_file():
+      missing.append(module)
+  for script in SCRIPT.findall(text):
+    if not (ROOT / script).is_file():
+      missing.append(script)
+  for config, variant in CONFIG.findall(text):
+    path = ROOT / config
+    if not path.is_file():
+      missing.append(config)
+    elif variant and variant not in ('variant',) and (
+        f"'{variant}'" not in path.read_text()):
+      missing.append(f'{config}:{variant}')
+  assert not missing, f'{page.name}: commands name missing files {missing}'
+
+
+@pytest.mark.parametrize('page', RESULT_PAGES + [ROOT / 'README.md'],
+                         ids=_ids(RESULT_PAGES + [ROOT / 'README.md']))
+def test_no_history_of_earlier_runs(page):
+  found = HISTORY.findall(page.read_text())
+  assert not found, f'{page.name}: history of earlier runs: {found}'
