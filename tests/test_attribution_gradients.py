@@ -154,6 +154,11 @@ def test_smoothgrad_key_semantics(mlp):
   # Legacy uint32 keys are accepted.
   np.testing.assert_array_equal(
       G.smoothgrad(box, x, key=jax.random.PRNGKey(0), num_samples=4), a)
+  # An int seed is jax.random.key(seed).
+  np.testing.assert_array_equal(
+      G.smoothgrad(box, x, key=0, num_samples=4), a)
+  with pytest.raises(ValueError, match='key'):
+    G.smoothgrad(box, x, key=-1, num_samples=4)
 
 
 def test_smoothgrad_limits(linear, mlp):

@@ -227,3 +227,24 @@ def test_shared_rows_ridge_equals_the_per_example_fit():
   for a, r in zip(got, ref):
     np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=2e-4,
                                atol=2e-5)
+
+
+def test_int_seeds_are_keys():
+  """`lime` and its samplers take an int seed as `jax.random.key(seed)`."""
+  d = 6
+  box = _prob_box(d)
+  x = jax.random.normal(jax.random.key(0), (2, d))
+  key = jax.random.key(5)
+  np.testing.assert_array_equal(xlime.lime(box, x, key=5, num_samples=300),
+                                xlime.lime(box, x, key=key, num_samples=300))
+  g = masking.feature_groups((d,))
+  np.testing.assert_array_equal(
+      xlime.lime(box, x, key=5, mode='groups', groups=g, num_samples=64),
+      xlime.lime(box, x, key=key, mode='groups', groups=g, num_samples=64))
+  np.testing.assert_array_equal(xlime.lime_group_samples(5, 10, d),
+                                xlime.lime_group_samples(key, 10, d))
+  for a, b in zip(xlime.lime_tabular_samples(5, x, 10),
+                  xlime.lime_tabular_samples(key, x, 10)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match='key'):
+    xlime.lime(box, x, key=-1)

@@ -173,6 +173,11 @@ def test_rise_key_chunk_batch_semantics():
   np.testing.assert_array_equal(a, P.rise(box, x, key=jax.random.key(0), **kw))
   assert float(jnp.max(jnp.abs(a - P.rise(box, x, key=jax.random.key(1),
                                           **kw)))) > 1e-4
+  # An int seed is jax.random.key(seed).
+  np.testing.assert_array_equal(P.rise(box, x, key=0, **kw), a)
+  np.testing.assert_array_equal(P.rise_mask(3, (12, 12), 3, 0.5),
+                                P.rise_mask(jax.random.key(3), (12, 12), 3,
+                                            0.5))
   # chunk_size only changes the summation order.
   np.testing.assert_allclose(
       P.rise(box, x, key=jax.random.key(0), chunk_size=333, **kw), a,
@@ -261,7 +266,7 @@ def test_argument_errors(linear, cnn):
   with pytest.raises(ValueError, match='key'):
     P.rise(box, x)
   with pytest.raises(ValueError, match='key'):
-    P.rise(box, x, key=3)
+    P.rise(box, x, key=-3)
   with pytest.raises(ValueError, match='p1'):
     P.rise(box, x, key=jax.random.key(0), p1=1.5)
   with pytest.raises(ValueError, match='num_masks'):

@@ -251,3 +251,24 @@ def test_permutation_exact_on_linear_model():
   phi = shap.permutation_shap(box, x, key=jax.random.key(0),
                               num_permutations=3, antithetic=False)
   np.testing.assert_allclose(phi, w[:, 0] * x, atol=1e-5)
+
+
+def test_int_seeds_are_keys():
+  """Every random function takes an int seed as `jax.random.key(seed)`."""
+  key = jax.random.key(7)
+  np.testing.assert_array_equal(
+      shap.kernel_shap(BOX, X, key=7, num_samples=160, target=0),
+      shap.kernel_shap(BOX, X, key=key, num_samples=160, target=0))
+  np.testing.assert_array_equal(
+      shap.permutation_shap(BOX, X, key=7, num_permutations=8, target=0),
+      shap.permutation_shap(BOX, X, key=key, num_permutations=8, target=0))
+  np.testing.assert_array_equal(
+      shap.sample_shapley_coalitions(7, 20, D),
+      shap.sample_shapley_coalitions(key, 20, D))
+  np.testing.assert_array_equal(shap.sample_permutations(7, 4, D),
+                                shap.sample_permutations(key, 4, D))
+  for a, b in zip(shap.kernel_shap_coalitions(7, D, 40),
+                  shap.kernel_shap_coalitions(key, D, 40)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match='key'):
+    shap.kernel_shap(BOX, X, key=-1, num_samples=160)

@@ -8,8 +8,9 @@ and follows the same two stages:
 
 1. **Checks, outside jit** (on concrete values, so a user sees a `ValueError`
    naming the argument): `prepare` (model -> `BlackBox`, `x` checked),
-   `check_target`, `check_space`, `resolve_baseline`, `check_key`,
-   `check_int` / `check_chunk_size`.
+   `check_target`, `check_space`, `resolve_baseline`; keys, seeds and
+   integer options through `xai_jax._checks` (`as_key`, `check_int`,
+   `check_chunk_size`).
 2. **A jitted core** (compiled once per shape and static options), written for
    ONE example and `jax.vmap`ped over the batch. Inside it: `resolve_targets`
    (None -> predicted class), `score_fn` / `example_score` (the explained
@@ -122,41 +123,6 @@ def check_space(box: bb.BlackBox, space: str) -> str:
   return space
 
 
-def check_key(key: Any, method: str) -> Array:
-  """Checks that a PRNG key was given (new-style `jax.random.key` or raw uint32[2]).
-
-  Raises:
-    ValueError: naming `key` if it is missing or not a single PRNG key.
-  """
-  if key is None:
-    raise ValueError(f'{method} is random and needs a PRNG key: pass '
-                     'key=jax.random.key(0) (same key, same output).')
-  if not hasattr(key, 'dtype') or not hasattr(key, 'shape'):
-    raise ValueError(f'key must be a jax PRNG key, got {type(key).__name__}.')
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if key.shape != ():
-      raise ValueError(f'key must be a single PRNG key, got shape {key.shape}.')
-    return key
-  if key.dtype == jnp.uint32 and key.shape == (2,):
-    return jax.random.wrap_key_data(key)
-  raise ValueError(f'key must be a jax PRNG key (jax.random.key(seed)), got '
-                   f'dtype {key.dtype} and shape {key.shape}.')
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-  """Checks a Python integer option >= `minimum` and returns it as `int`."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f'{name} must be a Python int, got {value!r}.')
-  if value < minimum:
-    raise ValueError(f'{name} must be >= {minimum}, got {value}.')
-  return int(value)
-
-
-def check_chunk_size(chunk_size: Any) -> int:
-  """Checks the memory bound `chunk_size` (model rows per call, >= 1)."""
-  return check_int('chunk_size', chunk_size, 1)
-
-
 def check_groups(groups: Any, box: bb.BlackBox) -> masking.FeatureGroups:
   """Checks that `groups` is a `FeatureGroups` over the box's input shape."""
   if not isinstance(groups, masking.FeatureGroups):
@@ -168,9 +134,9 @@ def check_groups(groups: Any, box: bb.BlackBox) -> masking.FeatureGroups:
   return groups
 
 
-def resolve_baseline(baseline: Any, x: Array, *, key: Array | None = None,
-                     name: str = 'baseline', **make_baseline_kwargs: Any
-                     ) -> Array:
+def resolve_baseline(baseline: Any, x: Array, *,
+                     key: Array | int | None = None, name: str = 'baseline',
+                     **make_baseline_kwargs: Any) -> Array:
   """The reference input for every example: `[batch, *input_shape]`.
 
   Args:
@@ -178,7 +144,7 @@ def resolve_baseline(baseline: Any, x: Array, *, key: Array | None = None,
       'noise', 'reference'), a scalar, or an array of shape `[*input_shape]`
       or `[batch, *input_shape]`.
     x: `[batch, *input_shape]`.
-    key: PRNG key, only for `baseline='noise'`.
+    key: PRNG key or int seed, only for `baseline='noise'`.
     name: the argument's name in error messages.
     **make_baseline_kwargs: passed to `make_baseline` (reference, data_mean,
       blur_sigma, noise_std).
@@ -192,7 +158,7 @@ def resolve_baseline(baseline: Any, x: Array, *, key: Array | None = None,
       raise ValueError(f'Unknown {name} {baseline!r}; expected a scalar, an '
                        f'array or one of {sorted(masking.BASELINES)}.')
     if baseline == 'noise' and key is not None:
-      key = check_key(key, "baseline='noise'")
+      key = _checks.as_key('key', key, method="baseline='noise'")
     return masking.make_baseline(baseline, x, key=key, **make_baseline_kwargs)
   if baseline is None:
     raise ValueError(f'{name} must be a kind {sorted(masking.BASELINES)}, a '
@@ -399,8 +365,8 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = [
-    'DEFAULT_CHUNK_SIZE', 'SPACES', 'ceil_div', 'check_chunk_size',
-    'check_groups', 'check_int', 'check_key', 'check_space', 'check_target',
+    'DEFAULT_CHUNK_SIZE', 'SPACES', 'ceil_div',
+    'check_groups', 'check_space', 'check_target',
     'evaluate_in_chunks', 'example_score', 'is_image_shape', 'map_in_chunks',
     'per_example_chunk', 'prepare', 'resolve_baseline', 'resolve_targets',
     'score_fn', 'sum_in_chunks',

@@ -139,7 +139,7 @@ def ig_quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
   """
   if rule not in IG_RULES:
     raise ValueError(f'Unknown rule {rule!r}; expected one of {sorted(IG_RULES)}.')
-  steps = _common.check_int('steps', steps, 2 if rule == 'riemann_trapezoid'
+  steps = _checks.check_int('steps', steps, 2 if rule == 'riemann_trapezoid'
                             else 1)
   m = steps
   if rule == 'riemann_left':
@@ -180,7 +180,7 @@ def integrated_gradients(model: bb.BlackBox | Callable, x: Array, *,
                          target: Array | int | None = None,
                          baseline: Any = 'zero', steps: int = 50,
                          rule: str = 'riemann_trapezoid',
-                         space: str = 'raw', key: Array | None = None,
+                         space: str = 'raw', key: Array | int | None = None,
                          chunk_size: int = _common.DEFAULT_CHUNK_SIZE,
                          **baseline_kwargs: Any) -> Array:
   """Integrated Gradients (Sundararajan, Taly & Yan 2017, Eq. 1-3).
@@ -204,7 +204,7 @@ def integrated_gradients(model: bb.BlackBox | Callable, x: Array, *,
     rule: 'riemann_trapezoid', 'riemann_left', 'riemann_right' (the paper's
       Eq. 3), 'riemann_middle' or 'gauss_legendre'.
     space: explained output: 'raw', 'probs' or 'log_probs'.
-    key: PRNG key, only for `baseline='noise'`.
+    key: PRNG key or int seed, only for `baseline='noise'`.
     chunk_size: bound on model rows per call.
     **baseline_kwargs: for `make_baseline` (reference, data_mean, blur_sigma,
       noise_std).
@@ -216,7 +216,7 @@ def integrated_gradients(model: bb.BlackBox | Callable, x: Array, *,
   _common.check_space(box, space)
   alphas, weights = ig_quadrature(rule, steps)  # also checks rule and steps
   aw = jnp.asarray(np.stack([alphas, weights], axis=-1), x.dtype)
-  chunk_size = _common.check_chunk_size(chunk_size)
+  chunk_size = _checks.check_chunk_size(chunk_size)
   b = _common.resolve_baseline(baseline, x, key=key, **baseline_kwargs)
   chunk = _common.per_example_chunk(chunk_size, x.shape[0], steps)
   return _ig_core(box, x, b, t, aw, space=space, chunk=chunk)
@@ -234,7 +234,7 @@ def _completeness_core(box, x, baseline, attributions, target, *, space):
 def ig_completeness_error(model: bb.BlackBox | Callable, x: Array,
                           attributions: Array, baseline: Any = 'zero',
                           target: Array | int | None = None, *,
-                          space: str = 'raw', key: Array | None = None,
+                          space: str = 'raw', key: Array | int | None = None,
                           **baseline_kwargs: Any) -> Array:
   """Completeness gap of IG (Sundararajan et al. 2017, Prop. 1), per example.
 
@@ -248,7 +248,8 @@ def ig_completeness_error(model: bb.BlackBox | Callable, x: Array,
     baseline: the same baseline x' as used for the attributions.
     target: the same target (None = predicted class at x).
     space: the same explained output space.
-    key: PRNG key, only for `baseline='noise'` (use the same key).
+    key: PRNG key or int seed, only for `baseline='noise'` (use the same
+      key).
     **baseline_kwargs: for `make_baseline`.
   Returns:
     `[batch]`, non-negative.
@@ -289,7 +290,8 @@ def _smoothgrad_core(box, x, target, key, noise_level, mode, *, space,
 
 
 def smoothgrad(model: bb.BlackBox | Callable, x: Array, *,
-               target: Array | int | None = None, key: Array | None = None,
+               target: Array | int | None = None,
+               key: Array | int | None = None,
                num_samples: int = 50, noise_level: float = 0.15,
                square: bool = False, absolute: bool = False,
                space: str = 'raw',
@@ -311,7 +313,7 @@ def smoothgrad(model: bb.BlackBox | Callable, x: Array, *,
     model: black box (differentiable).
     x: `[batch, *input_shape]`.
     target: None (predicted class at x), an int, or int `[batch]`.
-    key: PRNG key (required). Same key, same output.
+    key: PRNG key or int seed (required). Same key, same output.
     num_samples: number of noisy samples n (paper: 50).
     noise_level: sigma / (max(x) - min(x)), >= 0.
     square: average squared gradients.
@@ -322,11 +324,11 @@ def smoothgrad(model: bb.BlackBox | Callable, x: Array, *,
     `[batch, *input_shape]`.
   """
   box, x = _check_gradient_box(model, x, 'smoothgrad')
-  key = _common.check_key(key, 'smoothgrad')
+  key = _checks.as_key('key', key, method='smoothgrad')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  num_samples = _common.check_int('num_samples', num_samples, 1)
-  chunk_size = _common.check_chunk_size(chunk_size)
+  num_samples = _checks.check_int('num_samples', num_samples, 1)
+  chunk_size = _checks.check_chunk_size(chunk_size)
   if not _checks.is_tracer(noise_level):
     nl = np.asarray(noise_level)
     if nl.size != 1 or not np.isfinite(nl) or float(nl) < 0:

@@ -242,18 +242,31 @@ def _shared_ridge_operator(data: Array, w: Array, alpha: float
 
 
 # ------------------------------------------------------------ sampling
-@functools.partial(jax.jit, static_argnames=('num_samples', 'num_groups',
-                                             'sampling'))
-def lime_group_samples(key: Array, num_samples: int, num_groups: int, *,
-                       sampling: str = 'bernoulli') -> Array:
+def lime_group_samples(key: Array | int, num_samples: int, num_groups: int,
+                       *, sampling: str = 'bernoulli') -> Array:
   """Binary on/off samples of feature groups, `bool[num_samples, G]`.
 
   Row 0 is all on (the instance). 'bernoulli': every group on w.p. 1/2
   (lime_image). 'num_removed': the number of removed groups ~ U{1..G}, then
-  that many groups chosen without replacement (lime_text).
+  that many groups chosen without replacement (lime_text). Traceable.
+
+  Args:
+    key: PRNG key or int seed.
+    num_samples: n >= 1 (static).
+    num_groups: G >= 1 (static).
+    sampling: 'bernoulli' or 'num_removed'.
+  Returns:
+    `bool[num_samples, num_groups]`.
   """
+  key = _checks.as_key('key', key, method='lime_group_samples')
   _checks.check_choice('sampling', sampling, GROUP_SAMPLINGS)
-  n, g = num_samples, num_groups
+  return _group_samples(key, _checks.check_int('num_samples', num_samples),
+                        _checks.check_int('num_groups', num_groups),
+                        sampling)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _group_samples(key: Array | int, n: int, g: int, sampling: str) -> Array:
   if sampling == 'bernoulli':
     z = jax.random.uniform(key, (n, g)) < 0.5
   else:
@@ -301,9 +314,7 @@ def _tabular_rows(noise: Array, x_flat: Array, mu: Array, sd: Array,
   return scaled, inputs
 
 
-@functools.partial(jax.jit, static_argnames=('num_samples',
-                                             'sample_around_instance'))
-def lime_tabular_samples(key: Array, x: Array, num_samples: int, *,
+def lime_tabular_samples(key: Array | int, x: Array, num_samples: int, *,
                          feature_mean: Array | None = None,
                          feature_std: Array | None = None,
                          sample_around_instance: bool = False
@@ -315,7 +326,7 @@ def lime_tabular_samples(key: Array, x: Array, num_samples: int, *,
   without discretisation). The noise is shared by the examples.
 
   Args:
-    key: PRNG key (the one given to `lime`).
+    key: PRNG key or int seed (the one given to `lime`).
     x: `[batch, *input_shape]`.
     num_samples: n.
     feature_mean, feature_std: `[*input_shape]` training-data statistics
@@ -324,6 +335,17 @@ def lime_tabular_samples(key: Array, x: Array, num_samples: int, *,
   Returns:
     `(scaled[batch, n, d], inputs[batch, n, *input_shape])`.
   """
+  key = _checks.as_key('key', key, method='lime_tabular_samples')
+  return _tabular_samples(key, x, _checks.check_int('num_samples',
+                                                    num_samples),
+                          feature_mean, feature_std,
+                          bool(sample_around_instance))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 5))
+def _tabular_samples(key: Array | int, x: Array, num_samples: int,
+                     feature_mean: Array | None, feature_std: Array | None,
+                     sample_around_instance: bool) -> tuple[Array, Array]:
   x = jnp.asarray(x)
   x_flat = x.reshape(x.shape[0], -1)
   mu, sd = _tabular_stats(x_flat, feature_mean, feature_std)
@@ -490,7 +512,7 @@ def _collect_values(score: Callable, expand: Callable, x: Array, base: Array,
 
 # ----------------------------------------------------------------- public
 def lime(model: bb.BlackBox | Callable, x: Array, *,
-         key: Array | None = None, target: Array | int | None = None,
+         key: Array | int | None = None, target: Array | int | None = None,
          baseline: Array | float | str | None = None,
          num_samples: int = 5000, kernel_width: float | None = None,
          mode: str = 'tabular', groups: masking.FeatureGroups | None = None,
@@ -511,7 +533,7 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
   Args:
     model: a `BlackBox` or a JAX callable `[n, *input_shape] -> [n, c]`.
     x: `[batch, *input_shape]`.
-    key: PRNG key (required).
+    key: PRNG key or int seed (required).
     target: None (predicted class), an int, or int `[batch]`.
     baseline: groups mode only: the value of switched-off groups ('zero'
       default, 'mean', scalar, array); must be None in tabular mode.
@@ -544,8 +566,8 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
   box, x = _common.prepare(model, x)
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  key = _common.check_key(key, 'lime')
-  n = _common.check_int('num_samples', num_samples, 2)
+  key = _checks.as_key('key', key, method='lime')
+  n = _checks.check_int('num_samples', num_samples, 2)
   chunk = _shap._chunk_size(chunk_size, box)  # pylint: disable=protected-access
   _checks.check_positive('alpha', alpha)
   if mode == 'tabular':

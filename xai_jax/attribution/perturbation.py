@@ -53,7 +53,7 @@ def _occlusion_core(box, x, baseline, target, groups, *, space, chunk):
 def occlusion(model: bb.BlackBox | Callable, x: Array, *,
               target: Array | int | None = None, baseline: Any = 'zero',
               groups: masking.FeatureGroups | None = None, space: str = 'raw',
-              key: Array | None = None,
+              key: Array | int | None = None,
               chunk_size: int = _common.DEFAULT_CHUNK_SIZE,
               **baseline_kwargs: Any) -> Array:
   """Occlusion sensitivity (Zeiler & Fergus 2014, §4.2; 'Occlusion-1' of
@@ -79,7 +79,7 @@ def occlusion(model: bb.BlackBox | Callable, x: Array, *,
     groups: optional `FeatureGroups` (patches, segments, tokens); default:
       every input element is its own group.
     space: explained output: 'raw', 'probs' or 'log_probs'.
-    key: PRNG key, only for `baseline='noise'`.
+    key: PRNG key or int seed, only for `baseline='noise'`.
     chunk_size: bound on model rows per call.
     **baseline_kwargs: for `make_baseline` (reference, data_mean, blur_sigma,
       noise_std).
@@ -89,7 +89,7 @@ def occlusion(model: bb.BlackBox | Callable, x: Array, *,
   box, x = _common.prepare(model, x)
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  chunk_size = _common.check_chunk_size(chunk_size)
+  chunk_size = _checks.check_chunk_size(chunk_size)
   b = _common.resolve_baseline(baseline, x, key=key, **baseline_kwargs)
   g = (masking.feature_groups(box.input_shape) if groups is None
        else _common.check_groups(groups, box))
@@ -113,7 +113,7 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
   return m
 
 
-def rise_mask(key: Array, input_hw: tuple[int, int], grid: int, p1: Any
+def rise_mask(key: Array | int, input_hw: tuple[int, int], grid: int, p1: Any
               ) -> Array:
   """One RISE mask (Petsiuk et al. 2018, §3.2 'Mask generation').
 
@@ -125,13 +125,14 @@ def rise_mask(key: Array, input_hw: tuple[int, int], grid: int, p1: Any
   rows; one uniform draw per mask gives the cells and the shift.
 
   Args:
-    key: PRNG key for this mask.
+    key: PRNG key or int seed for this mask.
     input_hw: `(H, W)`.
     grid: grid size s.
     p1: probability of keeping a grid cell.
   Returns:
     float32 `[H, W]` with values in [0, 1].
   """
+  key = _checks.as_key('key', key, method='rise_mask')
   h, w = input_hw
   ch, cw = _common.ceil_div(h, grid), _common.ceil_div(w, grid)
   rh = jnp.asarray(_bilinear_matrix(grid, (grid + 1) * ch), jnp.float32)
@@ -183,7 +184,7 @@ def _rise_groups_core(box, x, baseline, target, groups, key, p1, *, space,
 
 
 def rise(model: bb.BlackBox | Callable, x: Array, *,
-         target: Array | int | None = None, key: Array | None = None,
+         target: Array | int | None = None, key: Array | int | None = None,
          baseline: Any = 'zero', num_masks: int = 4000, grid: int = 7,
          p1: float = 0.5, groups: masking.FeatureGroups | None = None,
          space: str = 'raw', keep_channels: bool = True,
@@ -213,7 +214,7 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
     model: any black box (no gradients needed).
     x: `[batch, *input_shape]`.
     target: None (predicted class at x), an int, or int `[batch]`.
-    key: PRNG key (required). Same key, same output.
+    key: PRNG key or int seed (required). Same key, same output.
     baseline: x' for masked-out parts: a `make_baseline` kind, a scalar, or
       `[*input_shape]` / `[batch, *input_shape]`; 'blur' is a common choice.
     num_masks: N (the paper uses thousands).
@@ -229,11 +230,11 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
     `[batch, *input_shape]`, `[batch, H, W]` or `[batch, num_groups]`.
   """
   box, x = _common.prepare(model, x)
-  key = _common.check_key(key, 'rise')
+  key = _checks.as_key('key', key, method='rise')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  num_masks = _common.check_int('num_masks', num_masks, 1)
-  chunk_size = _common.check_chunk_size(chunk_size)
+  num_masks = _checks.check_int('num_masks', num_masks, 1)
+  chunk_size = _checks.check_chunk_size(chunk_size)
   if not _checks.is_tracer(p1):
     pv = np.asarray(p1)
     if pv.size != 1 or not 0.0 < float(pv) <= 1.0:
@@ -243,7 +244,7 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
   chunk = _common.per_example_chunk(chunk_size, x.shape[0], num_masks)
   p1 = jnp.asarray(p1, jnp.float32)
   if groups is None and _common.is_image_shape(box.input_shape):
-    grid = _common.check_int('grid', grid, 1)
+    grid = _checks.check_int('grid', grid, 1)
     if box.input_dtype != 'float':
       raise ValueError('rise on images needs float inputs; for token ids pass '
                        'groups=masking.token_groups(seq_len).')

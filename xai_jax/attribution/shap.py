@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xai_jax import _checks
 from xai_jax import blackbox as bb
 from xai_jax import masking
 from xai_jax.attribution import _common
@@ -76,7 +77,7 @@ def auto_chunk_size(input_shape: tuple[int, ...]) -> int:
 def _chunk_size(chunk_size: int | None, box: bb.BlackBox) -> int:
   if chunk_size is None:
     return auto_chunk_size(box.input_shape)
-  return _common.check_chunk_size(chunk_size)
+  return _checks.check_chunk_size(chunk_size)
 
 
 def _even(n: int, chunk: int) -> tuple[int, int]:
@@ -261,7 +262,7 @@ def shapley_kernel(num_players: int) -> np.ndarray:
   return p / p.sum()
 
 
-def _sample_sizes_coalitions(key: Array, num: int, d: int, sizes: Array,
+def _sample_sizes_coalitions(key: Array | int, num: int, d: int, sizes: Array,
                              cdf: Array, paired: bool) -> Array:
   """`num` coalitions: size drawn by inverse CDF over `sizes`, then uniform
   among subsets of that size; paired -> rows 2j+1 = 1 - rows 2j.
@@ -285,7 +286,8 @@ def _size_cdf(p: np.ndarray) -> np.ndarray:
   return c.astype(np.float32)
 
 
-def sample_shapley_coalitions(key: Array, num_samples: int, num_players: int,
+def sample_shapley_coalitions(key: Array | int, num_samples: int,
+                              num_players: int,
                               *, paired: bool = True) -> Array:
   """Coalitions drawn from the Shapley-kernel distribution, `bool[num, d]`.
 
@@ -298,20 +300,21 @@ def sample_shapley_coalitions(key: Array, num_samples: int, num_players: int,
   `num_players`).
 
   Args:
-    key: PRNG key.
+    key: PRNG key or int seed.
     num_samples: number of coalitions n.
     num_players: d >= 2.
     paired: antithetic pairs (z, 1 - z).
   Returns:
     `bool[num_samples, num_players]`, never all-False nor all-True.
   """
-  d = _common.check_int('num_players', num_players, 2)
-  n = _common.check_int('num_samples', num_samples, 1)
+  key = _checks.as_key('key', key, method='sample_shapley_coalitions')
+  d = _checks.check_int('num_players', num_players, 2)
+  n = _checks.check_int('num_samples', num_samples, 1)
   return _sample_jit(key, n, d, bool(paired))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _sample_jit(key: Array, n: int, d: int, paired: bool) -> Array:
+def _sample_jit(key: Array | int, n: int, d: int, paired: bool) -> Array:
   p = shapley_kernel(d)
   sizes = jnp.arange(1, d, dtype=jnp.int32)
   return _sample_sizes_coalitions(key, n, d, sizes,
@@ -395,7 +398,7 @@ def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
   """
   box, x, t, base, groups, d, chunk = _prepare(model, x, target, baseline,
                                                space, groups, chunk_size)
-  max_players = _common.check_int('max_players', max_players, 1)
+  max_players = _checks.check_int('max_players', max_players, 1)
   if d > max_players:
     raise ValueError(
         f'exact_shapley enumerates 2^d coalitions; d={d} players exceeds the '
@@ -518,14 +521,14 @@ def _kernel_plan(d: int, n: int, enumerate_sizes: bool, paired: bool = True,
   return _KernelPlan(z_fixed, w_fixed, rest, cdf, empty_i, int(left), w_s)
 
 
-def kernel_shap_coalitions(key: Array | None, num_players: int,
+def kernel_shap_coalitions(key: Array | int | None, num_players: int,
                            num_samples: int, *, paired: bool = True,
                            enumerate_sizes: bool = True,
                            stratify: bool = False) -> tuple[Array, Array]:
   """The coalitions and regression weights `kernel_shap` uses.
 
   Args:
-    key: PRNG key (unused when every coalition is enumerated).
+    key: PRNG key or int seed (unused when every coalition is enumerated).
     num_players: d >= 2.
     num_samples: the budget n (coalitions evaluated, at most `2^d - 2`; one
       less when paired stratified sampling leaves an odd remainder).
@@ -546,6 +549,7 @@ def kernel_shap_coalitions(key: Array | None, num_players: int,
     if key is None:
       raise ValueError('kernel_shap needs a PRNG key (argument key) unless '
                        'num_samples >= 2^d - 2 enumerates every coalition.')
+    key = _checks.as_key('key', key, method='kernel_shap_coalitions')
     if plan.base_sizes.size:
       zs = _subsets_of_sizes(key, jnp.asarray(plan.base_sizes),
                              int(num_players), paired)
@@ -558,7 +562,7 @@ def kernel_shap_coalitions(key: Array | None, num_players: int,
   return z, w
 
 
-def _subsets_of_sizes(key: Array, sizes: Array, d: int, paired: bool
+def _subsets_of_sizes(key: Array | int, sizes: Array, d: int, paired: bool
                       ) -> Array:
   """One uniform subset of each given size (+ its complement if paired)."""
   u = jax.random.uniform(key, (sizes.shape[0], d))
@@ -637,7 +641,7 @@ def _kernel_core(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
 
 
 def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
-                key: Array | None = None,
+                key: Array | int | None = None,
                 target: Array | int | None = None,
                 baseline: Array | float | str = 'zero',
                 num_samples: int | None = None, paired: bool = True,
@@ -676,7 +680,8 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
   Args:
     model: a `BlackBox` or a JAX callable `[n, *input_shape] -> [n, c]`.
     x: `[batch, *input_shape]`.
-    key: PRNG key (not needed when every coalition is enumerated).
+    key: PRNG key or int seed (not needed when every coalition is
+      enumerated).
     target: None (predicted class), an int, or int `[batch]`.
     baseline: value of absent players ('zero', 'mean', scalar, array).
     num_samples: coalitions evaluated per example, >= d + 1; None = shap's
@@ -696,7 +701,7 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
                                                space, groups, chunk_size)
   if num_samples is None:
     num_samples = 2 * d + 2048
-  num_samples = _common.check_int('num_samples', num_samples, 1)
+  num_samples = _checks.check_int('num_samples', num_samples, 1)
   need = min(d + 1, (1 << d) - 2) if d < 62 else d + 1
   if d > 1 and num_samples < need:
     raise ValueError(
@@ -708,9 +713,9 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
   plan_k = (_kernel_plan(d, num_samples, bool(enumerate_sizes), bool(paired),
                          bool(stratify)) if d > 1 else None)
   if plan_k is not None and plan_k.num_sampled:
-    key = _common.check_key(key, 'kernel_shap')
+    key = _checks.as_key('key', key, method='kernel_shap')
   elif key is not None:
-    key = _common.check_key(key, 'kernel_shap')
+    key = _checks.as_key('key', key, method='kernel_shap')
   n = (len(plan_k.w_fixed) + plan_k.num_sampled) if plan_k else 1
   plan = _plan(x.shape[0], n, 1, chunk)
   phi = _kernel_core(box, x, base, t, groups, key, space=space, d=d,
@@ -721,7 +726,8 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
 
 
 # ------------------------------------------------------ permutation sampling
-def sample_permutations(key: Array, num_permutations: int, num_players: int,
+def sample_permutations(key: Array | int, num_permutations: int,
+                        num_players: int,
                         *, antithetic: bool = True) -> Array:
   """Uniform random permutations of `d` players, `int32[num, d]`.
 
@@ -729,6 +735,7 @@ def sample_permutations(key: Array, num_permutations: int, num_players: int,
   `shapley_sampling` with `antithetical=True`); for odd `num` the last row is
   unpaired.
   """
+  key = _checks.as_key('key', key, method='sample_permutations')
   base_num = -(-num_permutations // 2) if antithetic else num_permutations
   u = jax.random.uniform(key, (base_num, num_players))
   p = jnp.argsort(u, axis=-1).astype(jnp.int32)
@@ -777,7 +784,7 @@ def _permutation_core(box: bb.BlackBox, x: Array, base: Array,
 
 
 def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
-                     key: Array | None = None,
+                     key: Array | int | None = None,
                      target: Array | int | None = None,
                      baseline: Array | float | str = 'zero',
                      num_permutations: int = 100, antithetic: bool = True,
@@ -798,7 +805,7 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
   Args:
     model: a `BlackBox` or a JAX callable.
     x: `[batch, *input_shape]`.
-    key: PRNG key (required).
+    key: PRNG key or int seed (required).
     target: None (predicted class), an int, or int `[batch]`.
     baseline: value of absent players ('zero', 'mean', scalar, array).
     num_permutations: permutations per call (>= 1).
@@ -811,8 +818,8 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
   """
   box, x, t, base, groups, d, chunk = _prepare(model, x, target, baseline,
                                                space, groups, chunk_size)
-  num_permutations = _common.check_int('num_permutations', num_permutations, 1)
-  key = _common.check_key(key, 'permutation_shap')
+  num_permutations = _checks.check_int('num_permutations', num_permutations, 1)
+  key = _checks.as_key('key', key, method='permutation_shap')
   plan = _plan(x.shape[0], num_permutations, max(d - 1, 1), chunk)
   phi = _permutation_core(box, x, base, t, groups, key, space=space, d=d,
                           num_permutations=num_permutations,
