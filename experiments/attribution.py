@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import app
 from absl import logging
@@ -36,13 +36,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import xai_jax
 from experiments import common
+from xai_jax import attribution as xa
 from xai_jax import blackbox as bb
 from xai_jax import masking
 from xai_jax import metrics as xm
 from xai_jax import models
 from xai_jax import train
-from xai_jax import attribution as xa
+from xai_jax import viz
 from xai_jax.data import synthetic
 
 
@@ -52,7 +54,6 @@ METHODS = ('saliency', 'grad_x_input', 'integrated_gradients', 'smoothgrad',
            'gradcam', 'occlusion', 'rise', 'lime', 'kernel_shap',
            'permutation_shap', 'exact_shapley', 'random')
 SHAPLEY_ESTIMATORS = ('kernel_shap', 'permutation_shap')
-IMAGE_DATA = ('images', 'fashion_mnist')
 # Metric columns of the printed table, in order.
 COLUMNS = ('median_rank', 'tpr', 'fdr', 'pointing_game', 'ehr', 'auroc',
            'deletion_auc', 'insertion_auc', 'sensitivity_n',
@@ -83,99 +84,53 @@ class Setup:
 
 
 # ----------------------------------------------------------------- methods
-# Each: (setup, x [b, *input_shape], target int [b], key, space=..., **kwargs)
-# -> attributions [b, *input_shape] or, for group methods on images,
-# [b, num_groups]. `space` is the explained output (config.space, or the
-# method's own `space` option, e.g. RISE's class probability).
-def _saliency(s, x, t, key, **kw):
-  del key
-  return xa.saliency(s.box, x, target=t, **kw)
+def setup_options(setup: Setup, name: str) -> dict[str, Any]:
+  """The options of method `name` that come from the data: the players
+  (patches of images) and LIME's mode and scaler."""
+  if name in ('occlusion', 'kernel_shap', 'permutation_shap', 'exact_shapley'):
+    return {'groups': setup.groups}
+  if name == 'lime':
+    if setup.image:
+      return {'mode': 'groups', 'groups': setup.groups}
+    return {'mode': 'tabular', 'feature_mean': setup.feature_mean,
+            'feature_std': setup.feature_std}
+  return {}
 
 
-def _grad_x_input(s, x, t, key, **kw):
-  del key
-  return xa.grad_x_input(s.box, x, target=t, **kw)
-
-
-def _integrated_gradients(s, x, t, key, **kw):
-  return xa.integrated_gradients(s.box, x, target=t, key=key, **kw)
-
-
-def _smoothgrad(s, x, t, key, **kw):
-  return xa.smoothgrad(s.box, x, target=t, key=key, **kw)
-
-
-def _gradcam(s, x, t, key, **kw):
-  del key
-  return xa.gradcam(s.split_box, x, target=t, **kw)
-
-
-def _occlusion(s, x, t, key, **kw):
-  return xa.occlusion(s.box, x, target=t, key=key, groups=s.groups, **kw)
-
-
-def _rise(s, x, t, key, **kw):
-  return xa.rise(s.box, x, target=t, key=key, **kw)
-
-
-def _lime(s, x, t, key, **kw):
-  if s.image:
-    kw = {'mode': 'groups', 'groups': s.groups, **kw}
-  else:
-    kw = {'mode': 'tabular', 'feature_mean': s.feature_mean,
-          'feature_std': s.feature_std, **kw}
-  return xa.lime(s.box, x, key=key, target=t, **kw)
-
-
-def _kernel_shap(s, x, t, key, **kw):
-  return xa.kernel_shap(s.box, x, key=key, target=t, groups=s.groups, **kw)
-
-
-def _permutation_shap(s, x, t, key, **kw):
-  return xa.permutation_shap(s.box, x, key=key, target=t, groups=s.groups,
-                              **kw)
-
-
-def _exact_shapley(s, x, t, key, **kw):
-  del key
-  return xa.exact_shapley(s.box, x, target=t, groups=s.groups, **kw)
-
-
-def _random(s, x, t, key, **kw):
-  """A random baseline: N(0, 1) scores for every input element."""
-  del s, t
-  kw.pop('space', None)
-  scale = kw.pop('scale', 1.0)
-  if kw:
-    raise ValueError(f'random takes only scale, got {sorted(kw)}.')
-  return scale * jax.random.normal(key, x.shape, x.dtype)
-
-
-EXPLAINERS: dict[str, Callable[..., jax.Array]] = {
-    'saliency': _saliency, 'grad_x_input': _grad_x_input,
-    'integrated_gradients': _integrated_gradients, 'smoothgrad': _smoothgrad,
-    'gradcam': _gradcam, 'occlusion': _occlusion, 'rise': _rise,
-    'lime': _lime, 'kernel_shap': _kernel_shap,
-    'permutation_shap': _permutation_shap, 'exact_shapley': _exact_shapley,
-    'random': _random,
-}
-assert tuple(EXPLAINERS) == METHODS
+def make_explain_fn(setup: Setup, name: str, options: dict[str, Any]):
+  """`fn(x, target, key) -> attributions` of method `name` with `options`:
+  `xai_jax.EXPLAINERS[name]` fitted once (Grad-CAM on the box split at
+  conv2), or N(0, 1) scores for 'random'. Attributions are input-shaped, or
+  `[b, num_groups]` for group methods on images."""
+  options = {**options, **setup_options(setup, name)}
+  if name == 'random':
+    scale = options.pop('scale', 1.0)
+    options.pop('space', None)
+    if options:
+      raise ValueError(f'random takes only scale, got {sorted(options)}.')
+    return lambda x, t, key: scale * jax.random.normal(key, x.shape, x.dtype)
+  method = xai_jax.EXPLAINERS[name]
+  box = setup.split_box if name == 'gradcam' else setup.box
+  explainer = method.fit(0, box, np.zeros((1, *setup.box.input_shape),
+                                          np.float32), options)
+  return lambda x, t, key: method.explain(explainer, x, key=key,
+                                          target=t).scores
 
 
 # ----------------------------------------------------------------- checks
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the field for an unusable config."""
   tabular = config.data in common.TABULAR
-  if not tabular and config.data not in IMAGE_DATA:
+  if not tabular and config.data not in common.IMAGE_DATA:
     raise ValueError(f'config.data={config.data!r} is not supported by this '
                      f'experiment; expected one of '
-                     f'{list(common.TABULAR) + list(IMAGE_DATA)}.')
+                     f'{list(common.TABULAR) + list(common.IMAGE_DATA)}.')
   methods = list(config.methods)
   if not methods:
     raise ValueError('config.methods is empty; choose from '
                      f'{list(METHODS)}.')
   for m in methods:
-    if m not in EXPLAINERS:
+    if m not in METHODS:
       raise ValueError(f'Unknown method {m!r} in config.methods; expected '
                        f'names from {list(METHODS)}.')
   if len(set(methods)) != len(methods):
@@ -192,7 +147,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                      'is only run on tabular data (d = 10); remove it from '
                      f'config.methods for config.data={config.data!r}.')
   for m in config.method_kwargs:
-    if m not in EXPLAINERS:
+    if m not in METHODS:
       raise ValueError(f'config.method_kwargs has options for an unknown '
                        f'method {m!r}; expected names from {list(METHODS)}.')
   if not isinstance(config.num_explain, int) or config.num_explain < 1:
@@ -214,37 +169,21 @@ def _model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return kw
 
 
-def _targets(ds: Any) -> np.ndarray:
-  """Soft targets P(Y|X) for the tabular sets, labels otherwise."""
-  return ds.probs if (ds.probs is not None and ds.x.ndim == 2) else ds.y
-
-
-# ----------------------------------------------------------------- running
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-  t0 = time.perf_counter()
-  out = jax.block_until_ready(fn())
-  return out, time.perf_counter() - t0
-
-
 def explain(setup: Setup, name: str, x: jax.Array, target: jax.Array,
-            key: jax.Array, kwargs: dict[str, Any]
+            key: jax.Array, options: dict[str, Any]
             ) -> tuple[np.ndarray, dict[str, float]]:
   """Runs one method twice (compile, then timed); returns attributions, times.
 
-  `kwargs` are the method's options; its `space` (the explained output)
-  defaults to `setup.space`.
+  `options` are the method's options (`method_options`).
   """
-  kwargs = {'space': setup.space, **kwargs}
-  fn = lambda: EXPLAINERS[name](setup, x, target, key, **kwargs)
-  _, first = _timed(fn)
-  attr, second = _timed(fn)
+  fn = make_explain_fn(setup, name, options)
+  attr, first, second = common.time_twice(lambda: fn(x, target, key))
   attr = np.asarray(attr, np.float32)
   if not np.all(np.isfinite(attr)):
     raise FloatingPointError(f'{name} returned non-finite attributions.')
-  n = x.shape[0]
-  return attr, {'explain_seconds': second,
-                'explain_per_sec': n / max(second, 1e-9),
-                'compile_seconds': max(first - second, 0.0)}
+  return attr, {'explain_seconds': second.wall,
+                'explain_per_sec': x.shape[0] / max(second.wall, 1e-9),
+                'compile_seconds': max(first.wall - second.wall, 0.0)}
 
 
 def _units_and_map(setup: Setup, attr: np.ndarray, x: jax.Array
@@ -324,35 +263,19 @@ def _ground_truth(ds: Any, groups: masking.FeatureGroups | None,
   return {'patches': patches, 'box_mask': box_mask}
 
 
-def train_blackbox(config: ml_collections.ConfigDict, workdir: str,
-                   train_ds: Any, test_ds: Any
-                   ) -> tuple[bb.BlackBox, dict[str, float]]:
-  """Trains (or resumes from `workdir/blackbox`) the black box of `config`."""
-  t0 = time.time()
-  kw = _model_kwargs(config)
-  box, _ = models.fit_classifier(
-      config.model, kw, train_ds.x, _targets(train_ds), key=config.seed,
-      num_steps=config.num_steps, batch_size=config.batch_size,
-      optimizer={'optimizer': config.optimizer,
-                 'learning_rate': config.learning_rate},
-      workdir=os.path.join(workdir, 'blackbox'), log_every=config.log_every,
-      checkpoint_every=config.checkpoint_every)
-  seconds = time.time() - t0
-  acc = models.accuracy(box, test_ds.x, _targets(test_ds))
-  logging.info('black box %s: test accuracy %.4f (%.1f s)', config.model,
-               acc, seconds)
-  return box, {'blackbox/test_accuracy': acc,
-               'blackbox/train_seconds': seconds}
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains/resumes the box, explains, scores; returns the flat metrics."""
-  t_start = time.time()
+  t_start = time.perf_counter()
   check_config(config)
   common.prepare_workdir(workdir, config)
-  train_ds, test_ds = common.load_data(config)
-  box, results = train_blackbox(config, workdir, train_ds, test_ds)
-  image = config.data in IMAGE_DATA
+  train_ds, test_ds = common.load_data(
+      config, num_classes=config.model_kwargs.num_classes)
+  box, info = common.fit_blackbox(
+      config.model, _model_kwargs(config), config, train_ds, test_ds,
+      seed=config.seed, workdir=os.path.join(workdir, 'blackbox'))
+  results = {'blackbox/test_accuracy': info['test_accuracy'],
+             'blackbox/train_seconds': info['train_seconds']}
+  image = config.data in common.IMAGE_DATA
   groups = (masking.patch_groups(box.input_shape, config.patch) if image
             else None)
   split_box = None
@@ -378,16 +301,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   curves: dict[str, dict[str, np.ndarray]] = {}
   for name in config.methods:
     i = METHODS.index(name)
-    kwargs = method_options(config, name)
+    options = method_options(config, name)
     attr, times = explain(setup, name, x, target,
-                          jax.random.fold_in(k_explain, i), kwargs)
+                          jax.random.fold_in(k_explain, i), options)
     logging.info('%s: %.1f expl/s (%.2f s, compile %.1f s)', name,
                  times['explain_per_sec'], times['explain_seconds'],
                  times['compile_seconds'])
     attributions[name] = attr
     row, curves[name] = score(setup, config, attr, x, target, truth,
                               jax.random.fold_in(k_metric, i),
-                              kwargs['space'])
+                              options['space'])
     rows[name] = {**row, **times}
     logging.info('%s: %s', name, {k: round(v, 4) for k, v in row.items()})
 
@@ -397,7 +320,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       results[f'{name}/{k}'] = v
   results['num_explain'] = float(config.num_explain)
   _save_figures(setup, config, ds, attributions, curves, workdir)
-  results['run_seconds'] = time.time() - t_start
+  results['run_seconds'] = time.perf_counter() - t_start
   train.write_metrics_json(workdir, results)
   return results
 
@@ -432,7 +355,7 @@ def _shapley_errors(setup: Setup, config: ml_collections.ConfigDict,
                 'baseline': opts.get('baseline', 'zero')}
     ref_key = (repr(ref_opts['baseline']), ref_opts['space'])
     if ref_key not in refs:
-      t0 = time.time()
+      t0 = time.perf_counter()
       if setup.groups is None:
         exact = method_options(config, 'exact_shapley')
         if ('exact_shapley' in attributions and
@@ -447,7 +370,7 @@ def _shapley_errors(setup: Setup, config: ml_collections.ConfigDict,
             **ref_opts)
       refs[ref_key] = jnp.asarray(ref).reshape(x.shape[0], -1)
       logging.info('Shapley reference %s: %.1f s', ref_opts,
-                   time.time() - t0)
+                   time.perf_counter() - t0)
     est = jnp.asarray(attributions[name]).reshape(x.shape[0], -1)
     err = xm.shapley_error(est, refs[ref_key])
     rows[name]['shapley_mae'] = float(err['mae_mean'])
@@ -474,113 +397,33 @@ def _save_figures(setup: Setup, config: ml_collections.ConfigDict, ds: Any,
                   attributions: dict[str, np.ndarray],
                   curves: dict[str, dict[str, np.ndarray]],
                   workdir: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  """figures/heatmaps.png (images) or mean_abs_attribution.png (tabular),
+  and deletion_insertion.png (mean curves)."""
   fig_dir = os.path.join(workdir, 'figures')
   if setup.image:
-    fig = heatmap_figure(setup, ds, attributions,
-                         config.num_figure_examples, plt)
-    fig.savefig(os.path.join(fig_dir, 'heatmaps.png'), dpi=90)
+    n = min(config.num_figure_examples, len(ds))
+    x = jnp.asarray(ds.x[:n])
+    maps = {name: _units_and_map(setup, a[:n], x)[1]
+            for name, a in attributions.items()}
+    box_mask = None
+    if ds.ground_truth is not None:
+      box_mask = setup.groups.expand(jnp.asarray(
+          ds.meta['ground_truth_patches'][:n], jnp.float32)) > 0.5
+    viz.save(viz.heatmap_overlays(ds.x[:n], maps, ground_truth=box_mask),
+             os.path.join(fig_dir, 'heatmaps.png'), dpi=90)
   else:
-    fig = feature_bar_figure(ds, attributions, plt)
-    fig.savefig(os.path.join(fig_dir, 'mean_abs_attribution.png'), dpi=90)
-  plt.close(fig)
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  for name, c in curves.items():
-    style = '--' if name == 'random' else '-'
-    axes[0].plot(c['fractions'], c['deletion'], style, label=name)
-    axes[1].plot(c['fractions'], c['insertion'], style, label=name)
-  for ax, title in zip(axes, ('deletion (lower is better)',
-                              'insertion (higher is better)')):
-    ax.set_xlabel('fraction of units (by attribution)')
-    ax.set_ylabel('target probability')
-    ax.set_title(title)
-  axes[1].legend(fontsize=7, loc='lower right')
-  fig.tight_layout()
-  fig.savefig(os.path.join(fig_dir, 'deletion_insertion.png'), dpi=90)
-  plt.close(fig)
-
-
-def heatmap_figure(setup: Setup, ds: Any, attributions: dict[str, np.ndarray],
-                   num_examples: int, plt: Any) -> Any:
-  """A grid: rows = images, columns = the input and each method's map
-  (ground-truth pattern box outlined when the data set has one)."""
-  n = min(num_examples, len(ds))
-  names = list(attributions)
-  fig, axes = plt.subplots(n, len(names) + 1,
-                           figsize=(1.3 * (len(names) + 1), 1.4 * n),
-                           squeeze=False)
-  x = jnp.asarray(ds.x[:n])
-  box_mask = None
-  if ds.ground_truth is not None:
-    box_mask = np.asarray(setup.groups.expand(jnp.asarray(
-        ds.meta['ground_truth_patches'][:n], jnp.float32)))[..., 0]
-  for i in range(n):
-    ax = axes[i, 0]
-    ax.imshow(np.asarray(ds.x[i])[..., 0], cmap='gray', vmin=0, vmax=1)
-    if box_mask is not None:
-      ax.contour(box_mask[i], levels=[0.5], colors='lime', linewidths=0.8)
-    if i == 0:
-      ax.set_title('input', fontsize=7)
-    for j, name in enumerate(names):
-      _, amap = _units_and_map(setup, attributions[name][:n], x)
-      m = np.asarray(amap[i]).sum(-1)
-      ax = axes[i, j + 1]
-      if m.min() >= 0:  # non-negative maps (saliency, Grad-CAM, RISE)
-        ax.imshow(m, cmap='Reds', vmin=m.min(), vmax=max(m.max(), 1e-12))
-      else:             # signed maps: red positive, blue negative
-        lim = max(float(np.abs(m).max()), 1e-12)
-        ax.imshow(m, cmap='bwr', vmin=-lim, vmax=lim)
-      if box_mask is not None:
-        ax.contour(box_mask[i], levels=[0.5], colors='k', linewidths=0.6)
-      if i == 0:
-        ax.set_title(name.replace('_', '\n', 1), fontsize=7)
-  for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.tight_layout()
-  return fig
-
-
-def feature_bar_figure(ds: Any, attributions: dict[str, np.ndarray], plt: Any
-                       ) -> Any:
-  """Mean |attribution| per feature, one panel a method.
-
-  Each row's |attributions| are normalised to sum 1; per feature, the orange
-  bar averages over the rows where the feature is in the ground truth, the
-  blue bar over the rows where it is not (switch: the regime decides). A good
-  explainer has tall orange and short blue bars.
-  """
-  names = list(attributions)
-  cols = min(4, len(names))
-  rows = -(-len(names) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows),
-                           squeeze=False)
-  d = ds.x.shape[1]
-  gt = (np.asarray(ds.ground_truth, bool) if ds.ground_truth is not None
-        else np.zeros((len(ds), d), bool))
-  pos = np.arange(1, d + 1)
-  for ax, name in zip(axes.ravel(), names):
-    a = np.abs(attributions[name].reshape(len(ds), -1))
-    a = a / np.maximum(a.sum(1, keepdims=True), 1e-12)
-    with np.errstate(invalid='ignore'):
-      in_gt = np.where(gt.any(0), (a * gt).sum(0) / gt.sum(0), 0.0)
-      out_gt = np.where((~gt).any(0), (a * ~gt).sum(0) / (~gt).sum(0), 0.0)
-    ax.bar(pos - 0.2, in_gt, width=0.4, color='tab:orange',
-           label='in ground truth')
-    ax.bar(pos + 0.2, out_gt, width=0.4, color='tab:blue',
-           label='not in ground truth')
-    ax.set_title(name, fontsize=8)
-    ax.set_xticks(pos)
-    ax.tick_params(labelsize=6)
-  axes[0, 0].legend(fontsize=6)
-  for ax in axes.ravel()[len(names):]:
-    ax.axis('off')
-  fig.suptitle(f'{ds.name}: mean |attribution| per feature (each row '
-               'normalised to sum 1)', fontsize=9)
-  fig.tight_layout()
-  return fig
+    fig = viz.feature_bars(
+        attributions, ds.ground_truth,
+        title=f'{ds.name}: mean |attribution| per feature (each row '
+        'normalised to sum 1)')
+    viz.save(fig, os.path.join(fig_dir, 'mean_abs_attribution.png'), dpi=90)
+  panels = {title: {name: (c['fractions'], c[kind])
+                    for name, c in curves.items()}
+            for kind, title in (('deletion', 'deletion (lower is better)'),
+                                ('insertion', 'insertion (higher is better)'))}
+  fig = viz.curves(panels, xlabel='fraction of units (by attribution)',
+                   ylabel='target probability')
+  viz.save(fig, os.path.join(fig_dir, 'deletion_insertion.png'), dpi=90)
 
 
 def main(argv: list[str]) -> None:

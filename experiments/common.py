@@ -1,15 +1,18 @@
-"""Helpers shared by the experiment binaries: data, workdir files, tables,
-timing (wall, CPU and compile seconds of a block)."""
+"""The wiring shared by the experiment binaries.
+
+One data loader (`load_data`), one black-box trainer and loader
+(`fit_blackbox`, `restore_blackbox`, on `models.fit_classifier`), one
+targets rule (`targets`: soft P(Y|X) or labels), one way to time a call
+(`time_twice`, on `xai_jax.timing`), and the workdir, flag and table
+helpers.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import logging
 import os
-import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from absl import flags
 import jax
@@ -17,53 +20,223 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from xai_jax import blackbox as bb
+from xai_jax import models
+from xai_jax import timing
+from xai_jax import train
 from xai_jax.data import synthetic
 
-TABULAR = ('xor', 'orange_skin', 'nonlinear_additive', 'switch')
+TABULAR = tuple(synthetic.TABULAR)
+IMAGE_DATA = ('images', 'fashion_mnist')
+TEXT_DATA = ('text', 'imdb')
+IMAGE_SHAPE = (28, 28, 1)
 
 
-def load_data(config: ml_collections.ConfigDict):
-  """Train and test `Dataset`s for `config.data` (seeded by `config.seed`).
+# ----------------------------------------------------------------------------
+# Data.
+# ----------------------------------------------------------------------------
 
-  Synthetic sets are generated (train from seed `2*seed`, test from
-  `2*seed + 1`, so they never overlap); Fashion-MNIST is read from its IDX
-  files (`config.data_dir` or the Debian default); 'imdb' comes from tfds
-  (`config.data_dir`, prepared beforehand: nothing is downloaded).
+
+def modality_of(data: str) -> str:
+  """'tabular', 'image' or 'text' for a data set name (ValueError if unknown)."""
+  if data in TABULAR:
+    return 'tabular'
+  if data in IMAGE_DATA:
+    return 'image'
+  if data in TEXT_DATA:
+    return 'text'
+  raise ValueError(f'config.data={data!r} is not supported; expected one of '
+                   f'{list(TABULAR + IMAGE_DATA + TEXT_DATA)}.')
+
+
+def load_data(config: ml_collections.ConfigDict, *, num_classes: int = 4
+              ) -> tuple[synthetic.Dataset, synthetic.Dataset]:
+  """Train and test `Dataset`s of `config.data`, seeded by `config.seed`.
+
+  Synthetic sets are generated (train from seed `2 * seed`, test from
+  `2 * seed + 1`: they never overlap); Fashion-MNIST is read from its IDX
+  files (`config.data_dir` or the Debian default; `config.classes` keeps a
+  class pair); 'imdb' comes from tfds (`config.data_dir`, prepared
+  beforehand: nothing is downloaded). Optional fields read: data_dir,
+  classes, patch (images), seq_len, vocab_size, num_planted (text),
+  tfds_name (imdb).
+
+  Args:
+    config: the experiment config (data, seed, num_train, num_test, ...).
+    num_classes: classes of the synthetic images.
+  Returns:
+    `(train, test)` with `num_train` and `num_test` rows (Fashion-MNIST
+    pairs: the pair's rows among them).
   """
-  name = config.data
+  name, get = config.data, config.get
   s_train, s_test = 2 * config.seed, 2 * config.seed + 1
+  n_train, n_test = config.num_train, config.num_test
   if name in TABULAR:
-    return (synthetic.make_tabular(name, config.num_train, s_train),
-            synthetic.make_tabular(name, config.num_test, s_test))
+    return (synthetic.make_tabular(name, n_train, s_train),
+            synthetic.make_tabular(name, n_test, s_test))
   if name == 'images':
-    return (synthetic.make_images(config.num_train, s_train,
-                                  num_classes=config.model_kwargs.num_classes),
-            synthetic.make_images(config.num_test, s_test,
-                                  num_classes=config.model_kwargs.num_classes))
+    kw = dict(num_classes=num_classes, patch=get('patch', None) or 4)
+    return (synthetic.make_images(n_train, s_train, **kw),
+            synthetic.make_images(n_test, s_test, **kw))
   if name == 'text':
-    kw = dict(seq_len=config.seq_len, vocab_size=config.vocab_size)
-    return (synthetic.make_text(config.num_train, s_train, **kw),
-            synthetic.make_text(config.num_test, s_test, **kw))
+    kw = {f: get(f) for f in ('seq_len', 'vocab_size', 'num_planted')
+          if get(f) is not None}
+    return (synthetic.make_text(n_train, s_train, **kw),
+            synthetic.make_text(n_test, s_test, **kw))
   if name == 'fashion_mnist':
     from xai_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
-    d = config.data_dir or None
-    tr = fashion_mnist.load_fashion_mnist('train', data_dir=d)
-    te = fashion_mnist.load_fashion_mnist('test', data_dir=d)
-    return tr.subset(slice(0, config.num_train)), te.subset(
-        slice(0, config.num_test))
+    d = get('data_dir', '') or None
+    tr = fashion_mnist.load_fashion_mnist('train', data_dir=d).subset(
+        slice(0, n_train))
+    te = fashion_mnist.load_fashion_mnist('test', data_dir=d).subset(
+        slice(0, n_test))
+    if get('classes', ()):
+      classes = tuple(config.classes)
+      if len(classes) != 2:
+        raise ValueError(f'config.classes must be two class ids, got '
+                         f'{classes!r}.')
+      tr, te = (fashion_mnist.class_pair(tr, classes),
+                fashion_mnist.class_pair(te, classes))
+    return tr, te
   if name == 'imdb':
     from xai_jax.data import tfds as tfds_data  # pylint: disable=g-import-not-at-top
-    if not config.data_dir:
+    if not get('data_dir', ''):
       raise ValueError('config.data_dir must point at a tfds data_dir holding '
                        'a prepared imdb_reviews (no downloads are made).')
-    tr = tfds_data.load_tfds('imdb_reviews', 'train', data_dir=config.data_dir,
-                             task='text', seq_len=config.seq_len,
-                             vocab_size=config.vocab_size)
-    te = tfds_data.load_tfds('imdb_reviews', 'test', data_dir=config.data_dir,
-                             task='text', seq_len=config.seq_len,
-                             vocab=tr.meta['vocab'])
+    kw = dict(data_dir=config.data_dir, task='text', seq_len=config.seq_len)
+    tfds_name = get('tfds_name', 'imdb_reviews')
+    tr = tfds_data.load_tfds(tfds_name, 'train', vocab_size=config.vocab_size,
+                             num_examples=n_train, **kw)
+    te = tfds_data.load_tfds(tfds_name, 'test', vocab=tr.meta['vocab'],
+                             num_examples=n_test, **kw)
     return tr, te
   raise ValueError(f'Unknown data set config.data={name!r}.')
+
+
+def targets(ds: synthetic.Dataset) -> np.ndarray:
+  """What a black box is trained on: soft targets P(Y|X) `[n, c]` for the
+  tabular sets (float `[n, d]` inputs with probabilities), else labels `[n]`."""
+  x = np.asarray(ds.x)
+  if ds.probs is not None and x.ndim == 2 and np.issubdtype(x.dtype,
+                                                            np.floating):
+    return np.asarray(ds.probs)
+  return np.asarray(ds.y)
+
+
+def eval_labels(ds: synthetic.Dataset) -> np.ndarray:
+  """Int labels `[n]` to score accuracy against (tabular: argmax P(Y|X))."""
+  t = targets(ds)
+  return np.argmax(t, -1).astype(np.int32) if t.ndim == 2 else t
+
+
+def input_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The shape of one input of `config.data` (for restoring a model)."""
+  modality = modality_of(config.data)
+  if modality == 'tabular':
+    return (synthetic.NUM_TABULAR_FEATURES,)
+  if modality == 'image':
+    return IMAGE_SHAPE
+  return (int(config.seq_len),)
+
+
+# ----------------------------------------------------------------------------
+# Black boxes.
+# ----------------------------------------------------------------------------
+
+
+def optimizer_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The `train.make_optimizer` fields of a black-box training config."""
+  return {'optimizer': config.optimizer,
+          'learning_rate': config.learning_rate,
+          'schedule': config.get('schedule', 'constant'),
+          'warmup_steps': config.get('warmup_steps', 0),
+          'num_steps': config.num_steps}
+
+
+def fit_blackbox(model: str, model_kwargs: Mapping[str, Any],
+                 config: ml_collections.ConfigDict,
+                 train_ds: synthetic.Dataset, test_ds: synthetic.Dataset, *,
+                 seed: int, workdir: str | None
+                 ) -> tuple[bb.BlackBox, dict[str, float]]:
+  """Trains a registry model as the black box, or resumes it from `workdir`.
+
+  `models.fit_classifier` on `targets(train_ds)` (soft P(Y|X) for the
+  tabular sets), checkpoints in `<workdir>/checkpoints` (None: none).
+
+  Args:
+    model: registry name ('mlp', 'cnn', 'vit', 'text_cnn').
+    model_kwargs: the module's fields (num_classes, hidden, ...).
+    config: optimizer, learning_rate, [schedule, warmup_steps], batch_size,
+      num_steps, log_every, checkpoint_every.
+    train_ds, test_ds: the data.
+    seed: initialisation and batch order.
+    workdir: the model's checkpoint folder, or None.
+  Returns:
+    `(box, info)` with info keys train_seconds, train_accuracy (last logged
+    batch) and test_accuracy (against `eval_labels(test_ds)`).
+  """
+  with timing.timed() as t:
+    box, last = models.fit_classifier(
+        model, dict(model_kwargs), np.asarray(train_ds.x), targets(train_ds),
+        key=seed, num_steps=config.num_steps, batch_size=config.batch_size,
+        optimizer=optimizer_config(config), workdir=workdir,
+        log_every=config.log_every, checkpoint_every=config.checkpoint_every)
+  info = {'train_seconds': t.wall,
+          'train_accuracy': float(last.get('accuracy', np.nan)),
+          'test_accuracy': models.accuracy(box, np.asarray(test_ds.x),
+                                           eval_labels(test_ds))}
+  logging.info('black box %s: test accuracy %.4f (%.1f s)', model,
+               info['test_accuracy'], t.wall)
+  return box, info
+
+
+def restore_blackbox(workdir: str) -> bb.BlackBox:
+  """The black box that `experiments.train_blackbox` trained into `workdir`.
+
+  Reads `<workdir>/config.json` (model, model_kwargs, optimizer, data) and
+  the latest checkpoint. Raises FileNotFoundError without a checkpoint.
+  """
+  config = ml_collections.ConfigDict(read_json(
+      os.path.join(workdir, 'config.json')))
+  kwargs = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in config.model_kwargs.to_dict().items()}
+  module = models.make_model(config.model, **kwargs)
+  shape = input_shape(config)
+  dtype = models.input_dtype(config.model)
+  dummy = np.zeros((1, *shape), np.int32 if dtype == 'int' else np.float32)
+  params = module.init(jax.random.key(0), dummy)['params']
+  tx = train.make_optimizer(optimizer_config(config))
+  state = train.restore_latest(workdir,
+                               train.create_train_state(params, tx, key=0))
+  if state is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints; run '
+                            'experiments.train_blackbox with this workdir.')
+  return bb.from_linen(module, {'params': state.params}, input_shape=shape,
+                       input_dtype=dtype, name=config.model)
+
+
+# ----------------------------------------------------------------------------
+# Timing.
+# ----------------------------------------------------------------------------
+
+
+def time_twice(fn: Callable[[], Any]
+               ) -> tuple[Any, timing.Timing, timing.Timing]:
+  """Calls `fn()` twice (the first call compiles), blocking on each result.
+
+  Returns `(second result, first Timing, second Timing)`: the second call
+  is the compiled speed.
+  """
+  with timing.timed() as first:
+    jax.block_until_ready(fn())
+  with timing.timed() as second:
+    out = jax.block_until_ready(fn())
+  return out, first, second
+
+
+# ----------------------------------------------------------------------------
+# Workdir, flags, tables.
+# ----------------------------------------------------------------------------
 
 
 class _DropLibraryInfo(logging.Filter):
@@ -88,6 +261,12 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+def read_json(path: str) -> dict[str, Any]:
+  """Reads a JSON file."""
+  with open(path) as f:
+    return json.load(f)
+
+
 def format_table(rows: Mapping[str, Mapping[str, Any]] | Mapping[str, Any],
                  title: str = '') -> str:
   """A plain-text table: one row per key, one column per metric."""
@@ -110,12 +289,6 @@ def format_table(rows: Mapping[str, Mapping[str, Any]] | Mapping[str, Any],
   return '\n'.join(lines)
 
 
-def read_json(path: str) -> dict[str, Any]:
-  """Reads a JSON file."""
-  with open(path) as f:
-    return json.load(f)
-
-
 def define_config_flags(default_config: str, *, workdir_required: bool = True
                         ) -> tuple[Any, Any]:
   """Defines a binary's `--config` (file:variant) and `--workdir` flags.
@@ -132,80 +305,3 @@ def define_config_flags(default_config: str, *, workdir_required: bool = True
   workdir = flags.DEFINE_string('workdir', None, 'Output folder.',
                                 required=workdir_required)
   return config, workdir
-
-
-# ----------------------------------------------------------------------------
-# Timing: wall clock, CPU time, and the compile time inside a block.
-# ----------------------------------------------------------------------------
-
-_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
-                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
-                   '/jax/core/compile/backend_compile_duration')
-_ACTIVE_TIMERS: list[list[tuple[float, float]]] = []
-_LISTENING = []
-
-
-def _on_span(event: str, start: float, end: float, **kwargs: Any) -> None:
-  del kwargs
-  if event in _COMPILE_EVENTS:
-    for spans in _ACTIVE_TIMERS:
-      spans.append((start, end))
-
-
-def _union_seconds(spans: Sequence[tuple[float, float]]) -> float:
-  """Length of the union of time intervals (nested jit traces counted once)."""
-  total, cur_s, cur_e = 0.0, None, None
-  for s, e in sorted(spans):
-    if cur_e is None or s > cur_e:
-      if cur_e is not None:
-        total += cur_e - cur_s
-      cur_s, cur_e = s, e
-    else:
-      cur_e = max(cur_e, e)
-  if cur_e is not None:
-    total += cur_e - cur_s
-  return total
-
-
-@dataclasses.dataclass
-class Timing:
-  """Wall, CPU and compile seconds of a block (`compile` <= `wall`)."""
-  wall: float = 0.0
-  cpu: float = 0.0
-  compile: float = 0.0
-
-  @property
-  def excl_compile(self) -> float:
-    return max(self.wall - self.compile, 0.0)
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[Timing]:
-  """Times a block: wall clock, process CPU time, and the time spent in jit
-  tracing, lowering and XLA compilation (the union of the spans of JAX's
-  compile events, `jax.monitoring`). Block on results inside the block."""
-  if not _LISTENING:
-    jax.monitoring.register_event_time_span_listener(_on_span)
-    _LISTENING.append(True)
-  spans: list[tuple[float, float]] = []
-  _ACTIVE_TIMERS.append(spans)
-  out = Timing()
-  w0, c0 = time.perf_counter(), time.process_time()
-  try:
-    yield out
-  finally:
-    out.wall = time.perf_counter() - w0
-    out.cpu = time.process_time() - c0
-    for i, active in enumerate(_ACTIVE_TIMERS):  # by identity: nested
-      if active is spans:                        # timers hold equal lists
-        del _ACTIVE_TIMERS[i]
-        break
-    out.compile = min(_union_seconds(spans), out.wall)
-
-
-def load_average() -> float:
-  """The 1-minute load average (NaN where unavailable)."""
-  try:
-    return float(os.getloadavg()[0])
-  except OSError:
-    return float('nan')

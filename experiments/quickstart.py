@@ -34,7 +34,7 @@ import ml_collections
 
 from experiments import l2x as l2x_exp
 from experiments.configs import l2x as l2x_configs
-
+from xai_jax import timing
 
 
 def quickstart_config(seed: int = 0, sampler: str = 'concrete'
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
         f'{metrics["switch_selects_x10"]:.0%} of the rows.')
   print(f'Figure: {os.path.join(_WORKDIR.value, "figures", "selection_frequency.png")}')
   print(f'Total wall time {time.perf_counter() - t0:.1f} s (load average '
-        f'{l2x_exp.load_average():.1f}).')
+        f'{timing.load_average():.1f}).')
 
 
 def _define_flags() -> None:

@@ -9,14 +9,12 @@ numbers.
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import common
 from experiments import l2x as l2x_exp
 from experiments import quickstart
+from experiments import sweep
 from experiments.configs import l2x as l2x_configs
 from xai_jax.data import synthetic
 
@@ -62,6 +60,20 @@ def test_every_variant_builds_and_checks(variant):
     assert (c.num_train, c.num_test) == (10**6, 10**5)
     assert (c.epochs, c.batch_size, c.blackbox) == (1, 1000, 'oracle')
     assert c.k == synthetic.TABULAR_K[variant]
+
+
+@pytest.mark.parametrize('variant', l2x_configs.VARIANTS)
+def test_the_config_holds_the_l2x_fields_once(variant):
+  from xai_jax import l2x  # pylint: disable=g-import-not-at-top
+  c = l2x_configs.get_config(variant)
+  fields = l2x_exp.l2x_fields(c)
+  modality = fields['modality']
+  assert set(fields) == set(l2x.default_config(modality).keys())
+  assert fields['k'] == c.k and fields['tau'] == c.tau
+  # Every L2X field is accepted by l2x.fit's config merge.
+  from xai_jax import protocol  # pylint: disable=g-import-not-at-top
+  merged = protocol.merge_config(l2x.default_config(modality), fields)
+  assert merged.batch_size == c.batch_size
 
 
 def test_unknown_variant_lists_the_variants():
@@ -121,40 +133,16 @@ def test_quickstart_config_is_small_switch_with_an_mlp():
 
 
 # ------------------------------------------------------------------ helpers
-@pytest.mark.parametrize('name', list(synthetic.TABULAR))
-def test_oracle_blackbox_is_the_true_distribution(name):
-  ds = synthetic.make_tabular(name, 2000, 3)
-  box = l2x_exp.oracle_blackbox(name)
-  probs = np.asarray(box.probs(jnp.asarray(ds.x)))
-  np.testing.assert_allclose(probs, synthetic.TABULAR[name](ds.x), atol=2e-5)
-  # Gradients of the centred log-odds do not saturate where P(Y|X) ~ 0 / 1.
-  g = jax.vmap(jax.grad(lambda v: box(v[None])[0, 1]))(jnp.asarray(ds.x))
-  assert np.all(np.isfinite(np.asarray(g)))
-  gt = ds.ground_truth
-  assert np.mean(np.sum(np.abs(np.asarray(g)) > 0, -1) >= gt.sum(-1)) > 0.99
-
-
-def test_timed_measures_compile_time():
-  f = jax.jit(lambda v: jnp.sin(v) * 3.0 + jnp.cos(v * 2.0))
-  with l2x_exp.timed() as t:
-    jax.block_until_ready(f(jnp.arange(7.0)))
-  assert 0.0 < t.compile <= t.wall
-  with l2x_exp.timed() as t2:
-    jax.block_until_ready(f(jnp.arange(7.0)))
-  assert t2.compile == 0.0
-  assert common._union_seconds([(0, 2), (1, 3), (5, 6)]) == 4
-
-
 def test_parse_setting_and_overrides():
-  assert l2x_exp.parse_setting('subset') == ('subset', {'sampler': 'subset'})
-  label, fields = l2x_exp.parse_setting(
+  assert sweep.parse_setting('subset') == ('subset', {'sampler': 'subset'})
+  label, fields = sweep.parse_setting(
       'st_t1:sampler=straight_through,tau=1.0,realx=True')
   assert label == 'st_t1'
   assert fields == {'sampler': 'straight_through', 'tau': 1.0, 'realx': True}
   c = l2x_configs.get_config('switch')
   c.num_train = 1000
   c.evalx.num_steps = 5
-  assert l2x_exp.config_overrides(c) == {'num_train': 1000,
+  assert sweep.config_overrides(c) == {'num_train': 1000,
                                          'evalx.num_steps': 5}
 
 
@@ -166,7 +154,7 @@ def test_sweep_markdown_from_results():
           'median_rank': mr + 0.1 * s, 'tpr': 0.8, 'posthoc_accuracy': 0.9,
           'random/median_rank': 5.5, 'random/posthoc_accuracy': 0.5,
           'train_seconds': 4.0}
-  md = l2x_exp.sweep_markdown(results, ['nonlinear_additive'],
+  md = sweep.sweep_markdown(results, ['nonlinear_additive'],
                               ['concrete', 'subset'], [0, 1],
                               l2x_configs.get_config('nonlinear_additive'),
                               [8.0, 9.0], 60.0)
@@ -342,7 +330,7 @@ def test_sweep_writes_a_table_and_resumes(tmp_path):
   c.num_steps = 100
   settings = [('concrete', {'sampler': 'concrete'}),
               ('subset_t0.5', {'sampler': 'subset', 'tau': 0.5})]
-  md = l2x_exp.sweep(c, str(tmp_path), ['xor'], [0, 1], settings)
+  md = sweep.sweep(c, str(tmp_path), ['xor'], [0, 1], settings)
   assert 'L2X concrete' in md and 'L2X subset_t0.5' in md
   assert os.path.isfile(tmp_path / 'table.md')
   for lab in ('concrete', 'subset_t0.5'):
@@ -358,27 +346,6 @@ def test_sweep_writes_a_table_and_resumes(tmp_path):
                        'config.json'))
   assert cfg['num_train'] == 20_000 and cfg['seed'] == 1
   # Rerunning reads the metrics instead of training again.
-  md2 = l2x_exp.sweep(c, str(tmp_path), ['xor'], [0, 1], settings)
+  md2 = sweep.sweep(c, str(tmp_path), ['xor'], [0, 1], settings)
   assert md2.split('sweep wall time')[1].split('\n', 1)[1] == \
       md.split('sweep wall time')[1].split('\n', 1)[1]
-
-
-def test_marginal_imputing_approximator_fills_from_another_row():
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from xai_jax import nets  # pylint: disable=g-import-not-at-top
-  imp = l2x_exp.MarginalImputingApproximator(2, hidden=(8,), batch_norm=False)
-  ref = nets.MLPApproximator(2, hidden=(8,), batch_norm=False)
-  x = jax.random.normal(jax.random.key(0), (4, 10))
-  ones = jnp.ones_like(x)
-  params, _ = nets.init_approximator(imp, 0, x, ones)
-  # Same parameters as L2X's MLP approximator; all kept: the same output.
-  np.testing.assert_allclose(imp.apply({'params': params}, x, ones),
-                             ref.apply({'params': params}, x, ones),
-                             rtol=1e-6)
-  # Unselected features come from the previous row, not zeros.
-  mask = ones.at[:, 3:].set(0.0)
-  want = jnp.concatenate([x[:, :3], jnp.roll(x, 1, axis=0)[:, 3:]], axis=1)
-  np.testing.assert_allclose(imp.apply({'params': params}, x, mask),
-                             ref.apply({'params': params}, want, ones),
-                             rtol=1e-5, atol=1e-6)

@@ -67,6 +67,8 @@ permutation_shap, exact_shapley (tabular only), random (N(0, 1) scores).
 
 import ml_collections
 
+import xai_jax
+
 VARIANTS = ('tabular', 'images', 'fashion_mnist', 'fashion_mnist_vit')
 TABULAR_METHODS = ('saliency', 'grad_x_input', 'integrated_gradients',
                    'smoothgrad', 'occlusion', 'lime', 'kernel_shap',
@@ -74,6 +76,25 @@ TABULAR_METHODS = ('saliency', 'grad_x_input', 'integrated_gradients',
 CNN_METHODS = ('saliency', 'grad_x_input', 'integrated_gradients',
                'smoothgrad', 'gradcam', 'occlusion', 'rise', 'lime',
                'kernel_shap', 'permutation_shap', 'random')
+# Options the binary sets from the data (the players, LIME's mode and
+# scaler) and the explained output (`config.space` unless a method's
+# options set `space`): not listed in `method_kwargs`.
+SETUP_FIELDS = ('space', 'groups', 'mode', 'feature_mean', 'feature_std')
+
+
+def method_options(name: str, **values) -> ml_collections.ConfigDict:
+  """`xai_jax.EXPLAINERS[name].default_config()` without `SETUP_FIELDS`,
+  updated by `values` ('random': N(0, 1) scores times `scale`)."""
+  if name == 'random':
+    opts = ml_collections.ConfigDict({'scale': 1.0})
+  else:
+    defaults = xai_jax.EXPLAINERS[name].default_config()
+    opts = ml_collections.ConfigDict(
+        {k: v for k, v in defaults.items() if k not in SETUP_FIELDS},
+        type_safe=False)
+  for k, v in values.items():
+    opts[k] = v
+  return opts
 
 
 def get_config(arg: str = 'tabular') -> ml_collections.ConfigDict:
@@ -108,26 +129,33 @@ def get_config(arg: str = 'tabular') -> ml_collections.ConfigDict:
   c.space = 'log_probs'
   c.patch = 4              # image players: p x p patches (28/4 -> 49)
   c.methods = TABULAR_METHODS
+  # Each method's options: its default_config() with these values.
   c.method_kwargs = ml_collections.ConfigDict({
-      'saliency': {'absolute': True},              # |dF/dx| (Simonyan)
-      'grad_x_input': {},
-      'integrated_gradients': {'steps': 32,        # m path points
-                               'baseline': 'zero'},  # x'
-      'smoothgrad': {'num_samples': 32,            # n noisy samples
-                     'noise_level': 0.15},         # sigma / (max - min)
-      'gradcam': {},
-      'occlusion': {'baseline': 'zero'},
-      'rise': {'num_masks': 1000,                  # N
-               'grid': 7,                          # s
-               'p1': 0.5,                          # P(keep a cell)
-               'space': 'probs'},                  # the paper's class prob.
-      'lime': {'num_samples': 1000},               # n perturbations
-      'kernel_shap': {'num_samples': 128,          # n coalitions (< 2^10 - 2)
-                      'baseline': 'zero'},
-      'permutation_shap': {'num_permutations': 16,  # 16 x 9 = 144 rows
-                           'baseline': 'zero'},
-      'exact_shapley': {'baseline': 'zero'},       # 2^10 coalitions
-      'random': {},
+      'saliency': method_options('saliency', absolute=True),  # |dF/dx|
+      'grad_x_input': method_options('grad_x_input'),
+      'integrated_gradients': method_options(
+          'integrated_gradients', steps=32,             # m path points
+          baseline='zero'),                             # x'
+      'smoothgrad': method_options(
+          'smoothgrad', num_samples=32,                 # n noisy samples
+          noise_level=0.15),                            # sigma/(max - min)
+      'gradcam': method_options('gradcam'),
+      'occlusion': method_options('occlusion', baseline='zero'),
+      'rise': method_options(
+          'rise', num_masks=1000,                       # N
+          grid=7,                                       # s
+          p1=0.5,                                       # P(keep a cell)
+          space='probs'),                               # the class prob.
+      'lime': method_options('lime', num_samples=1000),  # n perturbations
+      'kernel_shap': method_options(
+          'kernel_shap', num_samples=128,     # n coalitions (< 2^10 - 2)
+          baseline='zero'),
+      'permutation_shap': method_options(
+          'permutation_shap', num_permutations=16,  # 16 x 9 = 144 rows
+          baseline='zero'),
+      'exact_shapley': method_options('exact_shapley',
+                                      baseline='zero'),  # 2^10 coalitions
+      'random': method_options('random'),
   })
   # Reference Shapley values where d is too large for enumeration (images):
   # permutation sampling with many antithetic permutations.

@@ -1,12 +1,17 @@
-r"""L2X (Chen et al., ICML 2018) experiments: config per variant.
+r"""L2X (Chen et al., ICML 2018) experiments: one config per variant.
+
+The config is `xai_jax.l2x.default_config(modality)` (every L2X
+hyper-parameter: k, tau, sampler, batch_size, epochs, num_steps, l2, ...,
+documented there) set to the variant's values, plus the experiment's own
+fields (data, black box, EVAL-X, baselines, figures). Override any field on
+the command line, e.g. `--config.sampler=subset --config.tau=0.5`.
 
 Run (variant after the colon):
 
   python -m experiments.l2x --config=experiments/configs/l2x.py:switch \
       --workdir=/tmp/l2x_switch
 
-  # the black box of the paper's baselines (an MLP trained on the data)
-  # instead of the true P(Y|X):
+  # the paper's baselines explain an MLP trained on the data, not P(Y|X):
   python -m experiments.l2x --config=experiments/configs/l2x.py:switch \
       --config.blackbox=mlp --workdir=/tmp/l2x_switch_mlp
 
@@ -16,59 +21,38 @@ Run (variant after the colon):
 nonlinear_additive,switch --sweep_seeds=0,1,2 \
       --sweep_samplers=concrete,subset,straight_through,perturbed
 
-Variants:
+Variants and one expected result each (2-core CPU; docs/l2x.md has the
+tables and the commands that made them):
   xor, orange_skin, nonlinear_additive, switch
       L2X's synthetic sets (§4.1; 10 features, k = 2, 4, 4, 5), the paper
       protocol: 10^6 training rows (seed 2*seed), 1 epoch of batch 1000,
       10^5 evaluation rows (seed 2*seed + 1). `blackbox='oracle'` (default):
-      the explained model is the true P(Y|X) (L2X's own setting; a logits
-      box whose softmax is exactly `data.synthetic.TABULAR[name]`);
-      `blackbox='mlp'`: an MLP 10-200-200-2 trained on the data (the
-      paper's baselines explain such a model).
+      the explained model is the true P(Y|X) (`data.synthetic.
+      oracle_blackbox`); `blackbox='mlp'`: an MLP 10-200-200-2 trained on
+      the data. Median rank of the ground-truth features, mean +- sd over
+      seeds 0, 1, 2 (optimum 1.5 / 2.5 / 2.5 / 3.0): xor 1.50,
+      orange_skin 2.50, nonlinear_additive 3.00 +- 0.12, switch
+      3.38 +- 0.25.
   fashion_mnist
-      Fashion-MNIST (10 classes), CNN black box, k = 4 patches of 4x4 out of
-      the 7x7 grid (the paper's MNIST setting).
+      Fashion-MNIST (10 classes), CNN black box, k = 4 patches of 4x4 of the
+      7x7 grid (the paper's MNIST setting), q = the frozen CNN on x_S:
+      post-hoc accuracy 0.687 (integrated gradients 0.598).
   fashion_mnist_pair
-      Fashion-MNIST Sandal (5) vs Sneaker (7), the same setting. Why this
-      pair: like the paper's MNIST 3 vs 8 it is two classes with the same
-      global silhouette (low, wide shoes) that differ in local parts (straps
-      and open areas vs a closed upper and sole), so 4 well-placed patches
-      can decide it, while 4 random ones cannot. `--config.classes=2,4`
-      (Pullover vs Coat) is a harder pair.
+      Fashion-MNIST Sandal (5) vs Sneaker (7), the same setting: post-hoc
+      accuracy 0.942 (KernelSHAP 0.905). Like the paper's MNIST 3 vs 8, two
+      classes with the same silhouette that differ in local parts.
   synthetic_images
       Synthetic pattern images with ground-truth patches (28x28, 4 classes,
-      the class pattern covers 2x2 patches, k = 4): TPR/FDR of the patches.
+      the class pattern covers 2x2 patches, k = 4): TPR of the pattern's
+      patches (random 4 of 49 patches: ~0.08).
   synthetic_text
       Synthetic text with 3 planted label tokens among fillers (L = 50,
-      V = 200), text CNN black box, k = 3: TPR/FDR of the planted tokens.
+      V = 200), text CNN black box, k = 3: TPR of the planted tokens 1.000.
   imdb
       tfds imdb_reviews from `--config.data_dir` (prepared beforehand as
       array_record; nothing is downloaded), L2X's IMDB-word setting: 5000
-      words, L = 400, text CNN black box, k = 10, tau 0.5, RMSprop, batch 40.
-
-Measured results (2-core CPU, load average 1.6-5; the README, section L2X,
-has every table with its command):
-  median rank, oracle black box, mean +- sd over seeds 0, 1, 2
-  (optimum 1.5 / 2.5 / 2.5 / 3.0):
-      concrete (the paper): xor 1.50, orange_skin 2.50,
-      nonlinear_additive 3.00 +- 0.12, switch 3.38 +- 0.25;
-      subset, tau 0.5, batches of 250 (one epoch: 4000 steps;
-      `--config.sampler=subset --config.tau=0.5 --config.batch_size=250`):
-      1.50, 2.50, 2.56 +- 0.06, 3.06 +- 0.02 (batches of 1000: 2.60, 3.28);
-      rerun with the current code (float reordering): 2.78 +- 0.36 (seed 1
-      drops X1: 3.20), 3.04 +- 0.02;
-      concrete with q = the black box (`--config.approximator=blackbox`;
-      only the selector trains, 2.4-3.5 s per fit without compilation):
-      1.50, 2.50, 2.54 +- 0.02, 3.63 +- 0.03. No one setting meets all four
-      targets: nonlinear additive needs q = the black box, switch `subset`
-      in batches of 250.
-  fashion_mnist (q = the frozen CNN, `approximator='blackbox'`): post-hoc
-      accuracy 0.687 (random 0.140, saliency 0.288, integrated
-      gradients 0.598, KernelSHAP 0.625); with the paper's co-trained
-      approximator (`--config.approximator=learned`) 0.175.
-  fashion_mnist_pair: 0.942 (random 0.519, saliency 0.667, integrated
-      gradients 0.859, KernelSHAP 0.905); learned approximator 0.650.
-  synthetic_text: TPR of the planted tokens 1.000.
+      words, L = 400, text CNN black box, k = 10, tau 0.5, RMSprop, batch
+      40; post-hoc accuracy (the paper: 0.908).
 
 metrics.json keys (flat; L2X's own without prefix, each baseline
 `<baseline>/<metric>`):
@@ -95,29 +79,37 @@ metrics.json keys (flat; L2X's own without prefix, each baseline
       compilation, summed from jax.monitoring events)
   train_seconds_excl_compile      (the difference)
   train_cpu_seconds               (process CPU time of the fit)
+  train_steps                     (optimizer steps of the fit)
   explain_seconds, explain_per_second   (second, compiled call on all
       explained rows; for L2X all num_test rows)
-  explain_compile_seconds         (first call minus second call)
+  explain_compile_seconds, explain_first_call_seconds
   num_explain                     (rows scored)
   switch_selects_x10              (switch only: fraction of rows whose
       selection holds the regime feature X10)
-  blackbox/test_accuracy, blackbox/train_seconds, evalx/full_accuracy,
-  evalx/train_seconds, load_average, run_seconds.
+  blackbox/test_accuracy, blackbox/train_seconds, blackbox/train_accuracy,
+  evalx/full_accuracy, evalx/train_seconds, load_average, run_seconds.
 """
 
 import ml_collections
+
+from xai_jax import l2x
 
 TABULAR = ('xor', 'orange_skin', 'nonlinear_additive', 'switch')
 VARIANTS = TABULAR + ('fashion_mnist', 'fashion_mnist_pair',
                       'synthetic_images', 'synthetic_text', 'imdb')
 BASELINES = ('random', 'saliency', 'integrated_gradients', 'kernel_shap')
 SAMPLERS = ('concrete', 'subset', 'straight_through', 'perturbed')
+# L2X fields that are None by default: typed, so that the command line can
+# set them (`--config.num_steps=500`).
+_OPTIONAL_INTS = ('num_steps', 'realx_num_steps', 'chunk_size')
 
-_K = {'xor': 2, 'orange_skin': 4, 'nonlinear_additive': 4, 'switch': 5}
 
-
-def _none_int() -> ml_collections.FieldReference:
-  return ml_collections.FieldReference(None, field_type=int)
+def _modality(variant: str) -> str:
+  if variant in TABULAR:
+    return 'tabular'
+  if variant in ('synthetic_text', 'imdb'):
+    return 'text'
+  return 'image'
 
 
 def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
@@ -132,7 +124,10 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
     raise ValueError(f'Unknown config variant {arg!r}; expected one of '
                      f'{list(VARIANTS)}.')
-  c = ml_collections.ConfigDict()
+  modality = _modality(arg)
+  c = l2x.default_config(modality)
+  for name in _OPTIONAL_INTS:
+    c[name] = ml_collections.FieldReference(c[name], field_type=int)
   c.variant = arg
   c.seed = 0        # every random choice: data, black box, L2X, baselines
   # ------------------------------------------------------------------ data
@@ -155,36 +150,19 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
       'checkpoint_every': 1000,
   })
   # ------------------------------------------------------------------- L2X
-  c.k = _K.get(arg, 4)      # k: number of selected features / groups
-  c.patch = 4               # image groups: p x p patches (28 / 4 -> 7 x 7)
-  c.sampler = 'concrete'    # V(theta, zeta): relaxed top-k (L2X Eq. 5)
-  c.tau = 0.1               # tau: temperature of the relaxation
-  c.sampler_kwargs = ml_collections.ConfigDict()  # e.g. num_samples (M)
-  c.epochs = 1              # passes over the n training rows
-  c.num_steps = _none_int()  # total steps (overrides epochs)
-  c.batch_size = 1000       # rows per step
-  c.optimizer = 'adam'
-  c.learning_rate = 1e-3    # eta
-  c.l2 = 1e-3               # lambda: L2 weight on the reference's layers
+  # (the fields of l2x.default_config, set for the variant)
+  c.k = {'xor': 2, 'orange_skin': 4, 'nonlinear_additive': 4,
+         'switch': 5}.get(arg, 4)   # k: selected groups
   c.activation = 'selu' if arg in ('nonlinear_additive', 'switch') else 'relu'
-  c.realx = False           # REAL-X: frozen predictor trained on random masks
-  c.realx_num_steps = _none_int()  # phase-1 steps (default num_steps)
-  c.realx_keep_prob = 0.5   # p of the phase-1 masks s_i ~ Bernoulli(p)
-  # The variational family q: 'learned' (L2X: an approximator net trained
-  # with the selector) or 'blackbox' (q = the explained model on x_S,
-  # frozen: only the selector trains; nets.BlackBoxApproximator).
-  c.approximator = 'learned'
+  c.log_every = 200
   # How the approximator g_alpha sees unselected features: 'zero' (L2X
   # Eq. 6) or 'impute' (tabular: the same features of another row of the
-  # batch, so the selection pattern cannot encode the label; ours).
+  # batch, so the selection pattern cannot encode the label:
+  # nets.MarginalImputingApproximator).
   c.approximator_masking = 'zero'
   c.selector_kwargs = ml_collections.ConfigDict()      # nets.make_selector
   c.approximator_kwargs = ml_collections.ConfigDict()  # nets.make_approximator
   c.checkpoint = False      # L2X checkpoints in workdir/l2x (resumable)
-  c.log_every = 200
-  # Optimizer steps per jitted call (lax.scan): 10 for the MLPs; 1 for
-  # images and text (XLA:CPU runs convolutions inside a loop ~4x slower).
-  c.steps_per_call = 10
   # ------------------------------------------------------------- baselines
   # Top-k of their attributions at the same k. Rows explained per baseline
   # (-1 = all num_test rows; costly ones run on the first rows).
@@ -192,6 +170,7 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   c.baseline_num_explain = ml_collections.ConfigDict({
       'random': -1, 'saliency': -1, 'integrated_gradients': 20_000,
       'kernel_shap': 2_000})
+  # Options of xai_jax.EXPLAINERS[name] (see its default_config()).
   c.baseline_kwargs = ml_collections.ConfigDict({
       'saliency': {},
       'integrated_gradients': {'steps': 50,          # m path points
@@ -221,11 +200,9 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   c.l2 = 0.0
   c.rank_signed = True
   c.checkpoint = True
-  c.steps_per_call = 1
-  c.num_steps = _none_int()
-  if arg in ('fashion_mnist', 'fashion_mnist_pair', 'synthetic_images'):
+  if modality == 'image':
     c.blackbox = 'cnn'
-    c.k = 4
+    c.patch = 4             # p x p patches (28 / 4 -> 7 x 7 groups)
     c.tau = 0.5             # tau (image: our choice, the MNIST code is gone)
     c.batch_size = 100
     c.epochs = 1
@@ -256,7 +233,6 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
     c.tau = 1.0
   if arg == 'fashion_mnist_pair':
     c.classes = (5, 7)               # Sandal vs Sneaker
-    c.num_train, c.num_test = 60_000, 10_000  # before the class filter
     c.blackbox_train.model_kwargs.num_classes = 2
     c.blackbox_train.num_steps = 600
     c.epochs = 3                     # 12k rows: 360 steps of 100
@@ -268,7 +244,7 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
         'learning_rate': 1e-3, 'batch_size': 128, 'num_steps': 1500,
         'log_every': 250, 'checkpoint_every': 750})
     c.epochs = 2
-  if arg in ('synthetic_text', 'imdb'):
+  if modality == 'text':
     c.blackbox = 'text_cnn'
     c.tau = 0.5             # tau (IMDB-word: 0.5)
     c.optimizer = 'rmsprop'  # IMDB-word: RMSprop
@@ -280,6 +256,7 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   if arg == 'synthetic_text':
     c.data = 'text'
     c.k = 3                 # k = the 3 planted tokens
+    c.num_planted = 3       # planted label tokens per row
     c.seq_len = 50          # L
     c.vocab_size = 200      # V
     c.num_train, c.num_test = 20_000, 2_000
