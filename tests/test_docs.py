@@ -8,12 +8,15 @@
   `benchmarks/<name>.py`, `--config=experiments/configs/<file>.py:<variant>`)
   refers to an existing binary, script, config file and variant.
 * The result pages hold no history of earlier runs.
+* The README's library example runs and finds the true features (slow).
 """
 
 from __future__ import annotations
 
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -101,3 +104,24 @@ def test_commands_refer_to_existing_files(page):
 def test_no_history_of_earlier_runs(page):
   found = HISTORY.findall(page.read_text())
   assert not found, f'{page.name}: history of earlier runs: {found}'
+
+
+def _readme_example() -> str:
+  text = (ROOT / 'README.md').read_text()
+  blocks = re.findall(r'```python\n(.*?)```', text, re.DOTALL)
+  assert blocks, 'README.md has no python example'
+  return blocks[0]
+
+
+@pytest.mark.slow
+def test_readme_example_runs(tmp_path):
+  script = tmp_path / 'example.py'
+  script.write_text(_readme_example())
+  out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.strip().splitlines()
+  assert lines[1] == '(1000, 10)', lines
+  assert lines[2] == '(1000, 10) (1000, 10)', lines
+  # L2X's median rank of the 4 true orange-skin features (optimum 2.5).
+  assert float(lines[-1]) <= 2.6, lines
