@@ -542,8 +542,7 @@ def epoch_batches(key: jax.Array | int, epoch: int, n: int,
     int32 `[n // batch_size, batch_size]`: row `i` holds the (sorted) row
     indices of step `epoch * (n // batch_size) + i`.
   """
-  if not _checks.is_typed_key(key):
-    key = _checks.as_key('key', key)
+  key = _checks.as_key('key', key)
   epoch = _checks.check_int('epoch', epoch, 0)
   n = _checks.check_int('n', n, 1)
   batch_size = _checks.check_int('batch_size', batch_size, 1)
@@ -608,7 +607,7 @@ class _TracedBatchFn:
 
 class _InMemoryFeed:
   """An in-memory dataset, put on the devices once (replicated); each epoch
-  copies its rows `epoch_batches(key, epoch, n, batch_size)` `[n]` int32 to
+  copies its rows `epoch_batches(key, epoch, n, batch_size)` (int32) to
   the devices once, and every step gathers its batch there."""
 
   def __init__(self, data: PyTree, batch_size: int, mesh: jax.sharding.Mesh,
