@@ -1,6 +1,6 @@
 """xai_jax attribution methods side by side with shap, lime and captum.
 
-Workload (DESIGN.md §6): an MLP d -> 200 -> 200 -> 2 (ReLU, softmax), the
+Workload: an MLP d -> 200 -> 200 -> 2 (ReLU, softmax), the
 class-1 probability is explained, X ~ N(0, I_d), 200 test rows, zero baseline;
 the same random weights in JAX (xai_jax), numpy (shap, lime) and torch
 (captum), on the CPU.
