@@ -24,7 +24,6 @@ deletion/insertion curves) into --workdir and prints a table (rows = methods).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any
@@ -37,15 +36,13 @@ import ml_collections
 import numpy as np
 
 import xai_jax
+from experiments import attribution_scoring as scoring
 from experiments import common
-from xai_jax import attribution as xa
 from xai_jax import blackbox as bb
 from xai_jax import masking
-from xai_jax import metrics as xm
 from xai_jax import models
 from xai_jax import train
 from xai_jax import viz
-from xai_jax.data import synthetic
 
 
 # Every method, in table order. The index fixes each method's PRNG stream, so
@@ -53,7 +50,6 @@ from xai_jax.data import synthetic
 METHODS = ('saliency', 'grad_x_input', 'integrated_gradients', 'smoothgrad',
            'gradcam', 'occlusion', 'rise', 'lime', 'kernel_shap',
            'permutation_shap', 'exact_shapley', 'random')
-SHAPLEY_ESTIMATORS = ('kernel_shap', 'permutation_shap')
 # Metric columns of the printed table, in order.
 COLUMNS = ('median_rank', 'tpr', 'fdr', 'pointing_game', 'ehr', 'auroc',
            'deletion_auc', 'insertion_auc', 'sensitivity_n',
@@ -61,30 +57,8 @@ COLUMNS = ('median_rank', 'tpr', 'fdr', 'pointing_game', 'ehr', 'auroc',
            'explain_per_sec', 'compile_seconds')
 
 
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """What every explainer and metric of a run needs.
-
-  Attributes:
-    box: the trained black box.
-    split_box: the box split at 'conv2' (Grad-CAM), or None.
-    groups: the players: patches for images, None (every feature) for tabular.
-    image: True for image data.
-    feature_mean: tabular training-data mean `[d]` (LIME's scaler), or None.
-    feature_std: tabular training-data std `[d]`, or None.
-    space: the explained output ('raw' logits by default).
-  """
-  box: bb.BlackBox
-  split_box: bb.BlackBox | None
-  groups: masking.FeatureGroups | None
-  image: bool
-  feature_mean: np.ndarray | None
-  feature_std: np.ndarray | None
-  space: str
-
-
 # ----------------------------------------------------------------- methods
-def setup_options(setup: Setup, name: str) -> dict[str, Any]:
+def setup_options(setup: scoring.Setup, name: str) -> dict[str, Any]:
   """The options of method `name` that come from the data: the players
   (patches of images) and LIME's mode and scaler."""
   if name in ('occlusion', 'kernel_shap', 'permutation_shap', 'exact_shapley'):
@@ -97,7 +71,7 @@ def setup_options(setup: Setup, name: str) -> dict[str, Any]:
   return {}
 
 
-def make_explain_fn(setup: Setup, name: str, options: dict[str, Any]):
+def make_explain_fn(setup: scoring.Setup, name: str, options: dict[str, Any]):
   """`fn(x, target, key) -> attributions` of method `name` with `options`:
   `xai_jax.EXPLAINERS[name]` fitted once (Grad-CAM on the box split at
   conv2), or N(0, 1) scores for 'random'. Attributions are input-shaped, or
@@ -169,7 +143,7 @@ def _model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return kw
 
 
-def explain(setup: Setup, name: str, x: jax.Array, target: jax.Array,
+def explain(setup: scoring.Setup, name: str, x: jax.Array, target: jax.Array,
             key: jax.Array, options: dict[str, Any]
             ) -> tuple[np.ndarray, dict[str, float]]:
   """Runs one method twice (compile, then timed); returns attributions, times.
@@ -184,83 +158,6 @@ def explain(setup: Setup, name: str, x: jax.Array, target: jax.Array,
   return attr, {'explain_seconds': second.wall,
                 'explain_per_sec': x.shape[0] / max(second.wall, 1e-9),
                 'compile_seconds': max(first.wall - second.wall, 0.0)}
-
-
-def _units_and_map(setup: Setup, attr: np.ndarray, x: jax.Array
-                   ) -> tuple[jax.Array, jax.Array]:
-  """Attributions -> (player scores `[b, d]`, input-shaped map `[b, ...]`).
-
-  Input-shaped attributions are summed per patch (the players of images);
-  patch scores are spread evenly over their pixels (per-pixel density), so
-  that the map has the same total as the scores.
-  """
-  a = jnp.asarray(attr)
-  if setup.groups is None:
-    return a.reshape(a.shape[0], -1), a.reshape(x.shape)
-  g = setup.groups
-  if a.shape == x.shape:
-    return g.reduce(a, 'sum'), a
-  size = float(np.prod(g.input_shape)) / g.num_groups
-  return a, g.expand(a) / size
-
-
-def score(setup: Setup, config: ml_collections.ConfigDict, attr: np.ndarray,
-          x: jax.Array, target: jax.Array, truth: dict[str, Any],
-          key: jax.Array, space: str
-          ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-  """The metric suite for one method's attributions; returns (means, curves).
-
-  `space` is the output the attributions explain; sensitivity-n and
-  infidelity compare them with changes of that output. Deletion/insertion
-  always record the target-class probability (Petsiuk et al.).
-  """
-  mc = config.metrics
-  units, amap = _units_and_map(setup, attr, x)
-  out: dict[str, float] = {}
-  k_rank, k_sens, k_inf = jax.random.split(key, 3)
-  if 'features' in truth:          # tabular ground truth
-    gt = truth['features']
-    out['median_rank'] = xm.median_rank(units, gt, k_rank)['median_rank_mean']
-    r = xm.tpr_fdr_at_k(units, gt, truth['k'])
-    out['tpr'], out['fdr'] = r['tpr_mean'], r['fdr_mean']
-    out['auroc'] = xm.auroc(units, gt)['auroc_mean']
-  if 'box_mask' in truth:          # image ground truth
-    out['pointing_game'] = xm.pointing_game(
-        amap, truth['box_mask'], tolerance=mc.pointing_tolerance)['hit_mean']
-    out['ehr'] = xm.effective_heat_ratio(amap, truth['box_mask'])['ehr_mean']
-    out['auroc'] = xm.auroc(units, truth['patches'])['auroc_mean']
-  d = units.shape[1]
-  di = xm.deletion_insertion(setup.box, x, units, target=target,
-                             groups=setup.groups, baseline=mc.baseline,
-                             num_steps=d, space='probs')
-  out['deletion_auc'] = di['deletion_auc_mean']
-  out['insertion_auc'] = di['insertion_auc_mean']
-  out['sensitivity_n'] = xm.sensitivity_n(
-      setup.box, x, units, n=min(mc.sensitivity_n, d), key=k_sens,
-      num_subsets=mc.num_subsets, baseline=mc.baseline, target=target,
-      groups=setup.groups, space=space)['sensitivity_n_mean']
-  inf = xm.infidelity(setup.box, x, amap, key=k_inf,
-                      num_samples=mc.infidelity_samples,
-                      noise_std=mc.infidelity_noise, target=target,
-                      space=space)
-  out['infidelity'] = inf['infidelity_mean']
-  out['infidelity_normalized'] = inf['infidelity_normalized_mean']
-  curves = {'fractions': np.asarray(di['fractions']),
-            'deletion': np.asarray(di['deletion_curve']).mean(0),
-            'insertion': np.asarray(di['insertion_curve']).mean(0)}
-  return {k: float(v) for k, v in out.items()}, curves
-
-
-def _ground_truth(ds: Any, groups: masking.FeatureGroups | None,
-                  data: str) -> dict[str, Any]:
-  if ds.ground_truth is None:
-    return {}
-  if ds.x.ndim == 2:
-    return {'features': jnp.asarray(ds.ground_truth),
-            'k': synthetic.TABULAR_K[data]}
-  patches = jnp.asarray(ds.meta['ground_truth_patches'])
-  box_mask = groups.expand(patches.astype(jnp.float32)) > 0.5
-  return {'patches': patches, 'box_mask': box_mask}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -285,14 +182,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                               box.params, input_shape=box.input_shape,
                               split_at='conv2', name=config.model)
   xtr = np.asarray(train_ds.x)
-  setup = Setup(box=box, split_box=split_box, groups=groups, image=image,
-                feature_mean=None if image else xtr.mean(0),
-                feature_std=None if image else xtr.std(0),
-                space=config.space)
+  setup = scoring.Setup(box=box, split_box=split_box, groups=groups,
+                        image=image, space=config.space,
+                        feature_mean=None if image else xtr.mean(0),
+                        feature_std=None if image else xtr.std(0))
   ds = test_ds.subset(slice(0, config.num_explain))
   x = jnp.asarray(ds.x)
   target = box.predict(x)
-  truth = _ground_truth(ds, groups, config.data)
+  truth = scoring.ground_truth(ds, groups, config.data)
   key = jax.random.key(config.seed)
   k_explain, k_metric, k_ref = jax.random.split(key, 3)
 
@@ -301,20 +198,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   curves: dict[str, dict[str, np.ndarray]] = {}
   for name in config.methods:
     i = METHODS.index(name)
-    options = method_options(config, name)
+    options = scoring.method_options(config, name)
     attr, times = explain(setup, name, x, target,
                           jax.random.fold_in(k_explain, i), options)
     logging.info('%s: %.1f expl/s (%.2f s, compile %.1f s)', name,
                  times['explain_per_sec'], times['explain_seconds'],
                  times['compile_seconds'])
     attributions[name] = attr
-    row, curves[name] = score(setup, config, attr, x, target, truth,
+    row, curves[name] = scoring.score(setup, config, attr, x, target, truth,
                               jax.random.fold_in(k_metric, i),
                               options['space'])
     rows[name] = {**row, **times}
     logging.info('%s: %s', name, {k: round(v, 4) for k, v in row.items()})
 
-  _shapley_errors(setup, config, x, target, attributions, rows, k_ref)
+  scoring.shapley_errors(setup, config, x, target, attributions, rows, k_ref)
   for name, row in rows.items():
     for k, v in row.items():
       results[f'{name}/{k}'] = v
@@ -323,59 +220,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   results['run_seconds'] = time.perf_counter() - t_start
   train.write_metrics_json(workdir, results)
   return results
-
-
-def method_options(config: ml_collections.ConfigDict, name: str
-                   ) -> dict[str, Any]:
-  """The options of method `name`: `config.method_kwargs[name]`, with the
-  explained output `space` defaulting to `config.space`."""
-  kw = (config.method_kwargs[name].to_dict()
-        if name in config.method_kwargs else {})
-  return {'space': config.space, **kw}
-
-
-def _shapley_errors(setup: Setup, config: ml_collections.ConfigDict,
-                    x: jax.Array, target: jax.Array,
-                    attributions: dict[str, np.ndarray],
-                    rows: dict[str, dict[str, float]], key: jax.Array
-                    ) -> None:
-  """Adds shapley_mae/rmse/spearman of the Shapley estimators to `rows`.
-
-  The reference has the estimator's baseline and output space: exact
-  Shapley values (tabular; `exact_shapley`'s own run when its options
-  match) or permutation sampling with `shapley_reference.num_permutations`
-  antithetic permutations (images).
-  """
-  refs: dict[tuple[str, str], jax.Array] = {}
-  for name in SHAPLEY_ESTIMATORS:
-    if name not in attributions:
-      continue
-    opts = method_options(config, name)
-    ref_opts = {'space': opts['space'],
-                'baseline': opts.get('baseline', 'zero')}
-    ref_key = (repr(ref_opts['baseline']), ref_opts['space'])
-    if ref_key not in refs:
-      t0 = time.perf_counter()
-      if setup.groups is None:
-        exact = method_options(config, 'exact_shapley')
-        if ('exact_shapley' in attributions and
-            (repr(exact.get('baseline', 'zero')), exact['space']) == ref_key):
-          ref = attributions['exact_shapley']
-        else:
-          ref = xa.exact_shapley(setup.box, x, target=target, **ref_opts)
-      else:
-        ref = xa.permutation_shap(
-            setup.box, x, key=key, target=target, groups=setup.groups,
-            num_permutations=config.shapley_reference.num_permutations,
-            **ref_opts)
-      refs[ref_key] = jnp.asarray(ref).reshape(x.shape[0], -1)
-      logging.info('Shapley reference %s: %.1f s', ref_opts,
-                   time.perf_counter() - t0)
-    est = jnp.asarray(attributions[name]).reshape(x.shape[0], -1)
-    err = xm.shapley_error(est, refs[ref_key])
-    rows[name]['shapley_mae'] = float(err['mae_mean'])
-    rows[name]['shapley_rmse'] = float(err['rmse_mean'])
-    rows[name]['shapley_spearman'] = float(err['spearman_mean'])
 
 
 # ----------------------------------------------------------------- output
@@ -393,7 +237,8 @@ def table(results: dict[str, float], methods: Any = None) -> dict[str, dict]:
           for m in order if m in rows}
 
 
-def _save_figures(setup: Setup, config: ml_collections.ConfigDict, ds: Any,
+def _save_figures(setup: scoring.Setup, config: ml_collections.ConfigDict,
+                  ds: Any,
                   attributions: dict[str, np.ndarray],
                   curves: dict[str, dict[str, np.ndarray]],
                   workdir: str) -> None:
@@ -403,7 +248,7 @@ def _save_figures(setup: Setup, config: ml_collections.ConfigDict, ds: Any,
   if setup.image:
     n = min(config.num_figure_examples, len(ds))
     x = jnp.asarray(ds.x[:n])
-    maps = {name: _units_and_map(setup, a[:n], x)[1]
+    maps = {name: scoring.units_and_map(setup, a[:n], x)[1]
             for name, a in attributions.items()}
     box_mask = None
     if ds.ground_truth is not None:

@@ -10,11 +10,12 @@ helpers.
 from __future__ import annotations
 
 import json
-import logging
+import logging as py_logging
 import os
 from typing import Any, Callable, Mapping
 
 from absl import flags
+from absl import logging
 import jax
 import ml_collections
 from ml_collections import config_flags
@@ -239,16 +240,16 @@ def time_twice(fn: Callable[[], Any]
 # ----------------------------------------------------------------------------
 
 
-class _DropLibraryInfo(logging.Filter):
+class _DropLibraryInfo(py_logging.Filter):
   """Drops INFO/DEBUG records of orbax (its checkpoint chatter) from absl logs."""
 
-  def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or 'orbax' not in record.pathname
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or 'orbax' not in record.pathname
 
 
 def quiet_library_logs() -> None:
   """Keeps the binaries' progress lines readable (idempotent)."""
-  logger = logging.getLogger('absl')
+  logger = py_logging.getLogger('absl')
   if not any(isinstance(f, _DropLibraryInfo) for f in logger.filters):
     logger.addFilter(_DropLibraryInfo())
 
