@@ -537,6 +537,11 @@ def table(res: dict) -> list[tuple[str, str, str, str, str]]:
         f"{sk['mae_vs_reference']:.2e}",
         f"{ks['mae_vs_reference'] / sk['mae_vs_reference']:.2f}",
         '<= shap', ks['mae_vs_reference'] <= sk['mae_vs_reference'])
+  else:
+    add('KernelSHAP d=100 (expl/s)', f"{ks['expl_per_s']:.1f}", '', '',
+        'info', None)
+    add('  error vs reference (MAE)', f"{ks['mae_vs_reference']:.2e}", '', '',
+        'info', None)
   if 'expl_per_s' in ck:
     r = ks['expl_per_s'] / ck['expl_per_s']
     add('KernelSHAP d=100 vs captum (expl/s)', f"{ks['expl_per_s']:.1f}",
@@ -555,11 +560,17 @@ def table(res: dict) -> list[tuple[str, str, str, str, str]]:
         f"{lp['expl_per_s']:.2f}", f'{r:.0f}x', '>= 20x', r >= 20)
     rc = (lp['cpu_seconds'] / lp['rows']) / (li['cpu_seconds'] / li['rows'])
     add('  per CPU-second', '', '', f'{rc:.0f}x', 'info', None)
+  else:
+    add('LIME d=100, 5000 samples (expl/s)', f"{li['expl_per_s']:.1f}", '',
+        '', 'info', None)
   ig, ic = res.get('integrated_gradients', {}), res.get('captum_ig', {})
   if 'expl_per_s' in ig and 'expl_per_s' in ic:
     r = ig['expl_per_s'] / ic['expl_per_s']
     add('IG 50 steps (expl/s)', f"{ig['expl_per_s']:.0f}",
         f"{ic['expl_per_s']:.0f}", f'{r:.1f}x', '>= 2x', r >= 2)
+  elif 'expl_per_s' in ig:
+    add('IG 50 steps (expl/s)', f"{ig['expl_per_s']:.0f}", '', '', 'info',
+        None)
   elif 'skipped' in ig:
     add('IG 50 steps', 'skipped', ig['skipped'], '', '>= 2x', None)
   best = res['model']['rows_per_s']
