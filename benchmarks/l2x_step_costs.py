@@ -44,17 +44,17 @@ def l2x_step(batch, k: int, activation: str, batch_norm: bool, sampler: str):
   sel = nets.MLPSelector(num_groups=d, activation=activation)
   app = nets.MLPApproximator(num_classes=2, activation=activation,
                              batch_norm=batch_norm)
-  sp, ap, ms, _, key = l2x._init_params(sel, app, jax.random.key(0),  # pylint: disable=protected-access
-                                        batch['x'][:2])
+  sp, ap, ms, _, key = l2x.init_params(sel, app, jax.random.key(0),
+                                       batch['x'][:2])
   if sampler == 'sigmoid':
     sample = lambda key, logits, k: jax.nn.sigmoid(logits)
   else:
-    sample = l2x._sampler_fn(sampler, 0.1, {})  # pylint: disable=protected-access
-  loss_fn = l2x._l2x_loss(sel, app, sample, k, lambda v: v, 1e-3)  # pylint: disable=protected-access
+    sample = l2x.make_sampler(sampler, 0.1, {})
+  loss_fn = l2x.l2x_loss(sel, app, sample, k, lambda v: v, 1e-3)
   tx = train.make_optimizer({'optimizer': 'adam', 'learning_rate': 1e-3})
   state = train.create_train_state({'selector': sp, 'approximator': ap}, tx,
                                    key=key, model_state=ms)
-  body = lambda s, _: train._update(loss_fn, tx, s, batch)  # pylint: disable=protected-access
+  body = lambda s, _: train.update(loss_fn, tx, s, batch)
   return jax.jit(lambda s: jax.lax.scan(body, s, None, length=STEPS)[0]), state
 
 

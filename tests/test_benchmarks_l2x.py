@@ -49,3 +49,15 @@ def test_l2x_objective_vs_rank_rejects_bad_keys():
     bench.main(['--keys', 'a,b'])
   with pytest.raises(SystemExit, match='--keys'):
     bench.main(['--keys', ','])
+
+
+def test_l2x_step_costs_times_every_case(capsys):
+  bench = _load('l2x_step_costs')
+  bench.main(['--batch_size', '100', '--repeats', '1'])
+  out = capsys.readouterr().out
+  rows = [l for l in out.splitlines() if l.startswith('| ') and 'ms' not in l
+          and '---' not in l]
+  assert len(rows) == 5
+  for row in rows:
+    ms = float(row.split('|')[2])
+    assert ms > 0
