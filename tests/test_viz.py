@@ -35,6 +35,10 @@ def test_heatmap_overlays(tmp_path):
   assert len(fig.axes) == 2 * 3
   assert fig.axes[1].get_title() == 'saliency'
   _saved(fig, tmp_path, 'heatmaps.png')
+  fig = viz.heatmap_overlays(x, maps, alpha=0.5)
+  assert len(fig.axes[1].images) == 2                # input + map
+  assert fig.axes[1].images[1].get_alpha() == 0.5
+  _saved(fig, tmp_path, 'overlays.png')
   with pytest.raises(ValueError, match=r"maps\['bad'\]"):
     viz.heatmap_overlays(x, {'bad': np.zeros((3, 4, 4, 1))})
   with pytest.raises(ValueError, match='images'):

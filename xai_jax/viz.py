@@ -68,7 +68,8 @@ def _check_selections(selections: Mapping[str, Any]) -> list[str]:
 
 def heatmap_overlays(images: Any, maps: Mapping[str, Any], *,
                      ground_truth: Any = None,
-                     num_examples: int | None = None) -> Figure:
+                     num_examples: int | None = None,
+                     alpha: float | None = None) -> Figure:
   """A grid of attribution maps: rows = images, columns = input + methods.
 
   Args:
@@ -79,6 +80,8 @@ def heatmap_overlays(images: Any, maps: Mapping[str, Any], *,
     ground_truth: optional bool `[n, H, W]` or `[n, H, W, 1]` pixel mask,
       outlined on every panel.
     num_examples: rows shown (default all n).
+    alpha: opacity of the maps drawn over the grayscale input (None: the
+      maps alone).
   Returns:
     the figure (`n x (len(maps) + 1)` axes).
   Raises:
@@ -115,11 +118,15 @@ def heatmap_overlays(images: Any, maps: Mapping[str, Any], *,
     for j, name in enumerate(names):
       m = arrays[name][i]
       ax = axes[i, j + 1]
+      if alpha is not None:
+        ax.imshow(images[i, ..., 0], cmap='gray', vmin=0, vmax=1)
+      over = {} if alpha is None else {'alpha': float(alpha)}
       if m.min() >= 0:
-        ax.imshow(m, cmap='Reds', vmin=m.min(), vmax=max(m.max(), 1e-12))
+        ax.imshow(m, cmap='Reds', vmin=m.min(), vmax=max(m.max(), 1e-12),
+                  **over)
       else:
         lim = max(float(np.abs(m).max()), 1e-12)
-        ax.imshow(m, cmap='bwr', vmin=-lim, vmax=lim)
+        ax.imshow(m, cmap='bwr', vmin=-lim, vmax=lim, **over)
       if gt is not None:
         ax.contour(gt[i], levels=[0.5], colors='k', linewidths=0.6)
       if i == 0:
