@@ -214,8 +214,8 @@ def test_chunk_helpers_match_direct_evaluation(linear):
 
   @jax.jit
   def run(xs):
-    mapped = _common.map_in_chunks(lambda r: (r * 2.0, r.sum()), xs, 5)
-    summed = _common.sum_in_chunks(lambda r: r * 2.0, xs, 5)
+    mapped = bb.map_in_chunks(lambda r: (r * 2.0, r.sum()), xs, 5)
+    summed = bb.sum_in_chunks(lambda r: r * 2.0, xs, 5)
     outs = _common.evaluate_in_chunks(box, xs, chunk_size=4)
     probs = _common.evaluate_in_chunks(box, xs, chunk_size=4, target=1,
                                        space='probs')

@@ -10,6 +10,7 @@ import pytest
 
 from xai_jax import blackbox as bb
 from xai_jax import masking
+from xai_jax.attribution import coalitions
 from xai_jax.attribution import shap
 
 
@@ -191,13 +192,14 @@ def test_kernel_plan_weights_cover_the_kernel_mass(d, n):
 
 def test_sample_shapley_coalitions_distribution():
   d, n = 6, 40000
-  z = np.asarray(shap.sample_shapley_coalitions(jax.random.key(0), n, d))
+  z = np.asarray(
+      coalitions.sample_shapley_coalitions(jax.random.key(0), n, d))
   assert z.shape == (n, d) and z.dtype == bool
   sizes = z.sum(-1)
   assert sizes.min() >= 1 and sizes.max() <= d - 1
   np.testing.assert_array_equal(z[1::2], ~z[0::2])              # paired
   freq = np.bincount(sizes, minlength=d + 1) / n
-  np.testing.assert_allclose(freq, shap.shapley_kernel(d), atol=0.01)
+  np.testing.assert_allclose(freq, coalitions.shapley_kernel(d), atol=0.01)
   np.testing.assert_allclose(z.mean(0), 0.5, atol=0.02)         # symmetric
 
 
@@ -206,7 +208,7 @@ def test_constrained_regression_closed_form():
   # the closed form returns the linear coefficients.
   d = 5
   z = np.asarray(shap._all_coalitions(d), np.float32)  # pylint: disable=protected-access
-  p = shap.shapley_kernel(d)
+  p = coalitions.shapley_kernel(d)
   w = p[z.sum(-1).astype(int)] / np.array(
       [math.comb(d, int(s)) for s in z.sum(-1)])
   beta = np.arange(1.0, d + 1)
@@ -263,8 +265,8 @@ def test_int_seeds_are_keys():
       shap.permutation_shap(BOX, X, key=7, num_permutations=8, target=0),
       shap.permutation_shap(BOX, X, key=key, num_permutations=8, target=0))
   np.testing.assert_array_equal(
-      shap.sample_shapley_coalitions(7, 20, D),
-      shap.sample_shapley_coalitions(key, 20, D))
+      coalitions.sample_shapley_coalitions(7, 20, D),
+      coalitions.sample_shapley_coalitions(key, 20, D))
   np.testing.assert_array_equal(shap.sample_permutations(7, 4, D),
                                 shap.sample_permutations(key, 4, D))
   for a, b in zip(shap.kernel_shap_coalitions(7, D, 40),

@@ -7,6 +7,9 @@ int array `[batch]`; attributions `[batch, *input_shape]`, or `[batch,
 num_groups]` when the players are feature groups (`groups=`).
 """
 
+from xai_jax.attribution import coalitions
+from xai_jax.attribution.coalitions import sample_shapley_coalitions
+from xai_jax.attribution.coalitions import shapley_kernel
 from xai_jax.attribution.gradients import grad_x_input
 from xai_jax.attribution.gradients import gradcam
 from xai_jax.attribution.gradients import IG_RULES
@@ -20,7 +23,6 @@ from xai_jax.attribution.perturbation import rise
 from xai_jax.attribution.shap import exact_shapley
 from xai_jax.attribution.shap import kernel_shap
 from xai_jax.attribution.shap import permutation_shap
-from xai_jax.attribution.shap import sample_shapley_coalitions
 
 METHODS = {
     'saliency': saliency,

@@ -15,7 +15,8 @@ and follows the same two stages:
    ONE example and `jax.vmap`ped over the batch. Inside it: `resolve_targets`
    (None -> predicted class), `score_fn` / `example_score` (the explained
    scalar), and memory-bounded evaluation of many perturbed inputs with
-   `map_in_chunks` / `sum_in_chunks` / `evaluate_in_chunks`.
+   `blackbox.map_in_chunks` / `blackbox.sum_in_chunks` /
+   `evaluate_in_chunks`.
 
 Memory: a chunked helper evaluates `chunk` perturbations per model call. When the
 per-example core is vmapped over a batch of `b` examples, a model call sees
@@ -123,17 +124,6 @@ def check_space(box: bb.BlackBox, space: str) -> str:
   return space
 
 
-def check_groups(groups: Any, box: bb.BlackBox) -> masking.FeatureGroups:
-  """Checks that `groups` is a `FeatureGroups` over the box's input shape."""
-  if not isinstance(groups, masking.FeatureGroups):
-    raise ValueError('groups must be a masking.FeatureGroups (e.g. '
-                     f'masking.patch_groups(...)), got {type(groups).__name__}.')
-  if tuple(groups.input_shape) != tuple(box.input_shape):
-    raise ValueError(f'groups are defined for input shape {groups.input_shape}'
-                     f' but the black box takes {box.input_shape}.')
-  return groups
-
-
 def resolve_baseline(baseline: Any, x: Array, *,
                      key: Array | int | None = None, name: str = 'baseline',
                      **make_baseline_kwargs: Any) -> Array:
@@ -176,6 +166,18 @@ def resolve_baseline(baseline: Any, x: Array, *,
 
 
 # ------------------------------------------------------------ inside a core
+def to_space(outputs: Array, box: bb.BlackBox, space: str = 'raw') -> Array:
+  """The box's outputs `[..., num_outputs]` in the explained space.
+
+  'raw' returns them unchanged; 'log_probs' / 'probs' convert a classifier's
+  outputs (`blackbox.to_log_probs`, then `exp`). Traceable.
+  """
+  if space == 'raw':
+    return outputs
+  lp = bb.to_log_probs(outputs, box.output)
+  return lp if space == 'log_probs' else jnp.exp(lp)
+
+
 def score_fn(box: bb.BlackBox, space: str = 'raw'
              ) -> Callable[[Array, Array], Array]:
   """The explained scalar for a batch: `(x[n, *input_shape], t int[n]) -> [n]`.
@@ -185,12 +187,8 @@ def score_fn(box: bb.BlackBox, space: str = 'raw'
   checks), so it also works under `vmap`.
   """
   def f(x: Array, t: Array) -> Array:
-    out = box.apply_fn(box.params, x)
-    if space != 'raw':
-      out = bb.to_log_probs(out, box.output)
-      if space == 'probs':
-        out = jnp.exp(out)
-    return bb.select_target(out, t)
+    return bb.select_target(to_space(box.apply_fn(box.params, x), box, space),
+                            t)
   return f
 
 
@@ -226,109 +224,15 @@ def per_example_chunk(chunk_size: int, batch: int, n: int) -> int:
   return max(1, min(n, chunk_size // max(batch, 1)))
 
 
-def _even_chunks(n: int, chunk: int) -> tuple[int, int]:
-  """(num_chunks, chunk) with chunks as even as possible and chunk <= given."""
-  chunk = max(1, min(chunk, n))
-  num = -(-n // chunk)
-  return num, -(-n // num)
-
-
-def _pad_rows(xs: PyTree, total: int) -> PyTree:
-  def pad(a):
-    a = jnp.asarray(a)
-    extra = total - a.shape[0]
-    if not extra:
-      return a
-    return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
-  return jax.tree.map(pad, xs)
-
-
-def _num_rows(xs: PyTree) -> int:
-  leaves = jax.tree.leaves(xs)
-  if not leaves:
-    raise ValueError('xs must hold at least one array.')
-  n = leaves[0].shape[0]
-  if any(l.shape[0] != n for l in leaves):
-    raise ValueError('All arrays in xs must share the leading dimension.')
-  return int(n)
-
-
-def map_in_chunks(fn: Callable[[PyTree], PyTree], xs: PyTree, chunk: int
-                  ) -> PyTree:
-  """`jnp.stack([fn(x) for x in xs])`, evaluated `chunk` items at a time.
-
-  `fn` is written for ONE item and vmapped within a chunk; chunks run
-  sequentially (`lax.map(..., batch_size=chunk)` on rows padded to equal
-  chunks, so `fn` is traced once). Peak memory is that of one chunk plus the
-  stacked outputs.
-
-  Args:
-    fn: per-item function (pytree in, pytree out).
-    xs: pytree of arrays with leading dimension `n` (cheap descriptors such
-      as indices or masks; build big perturbed inputs inside `fn`).
-    chunk: items per chunk (>= 1; see `per_example_chunk`).
-  Returns:
-    the stacked outputs, leading dimension `n`.
-  """
-  n = _num_rows(xs)
-  num, chunk = _even_chunks(n, chunk)
-  if num == 1:
-    return jax.vmap(fn)(xs)
-  ys = jax.lax.map(fn, _pad_rows(xs, num * chunk), batch_size=chunk)
-  return jax.tree.map(lambda y: y[:n], ys)
-
-
-def sum_in_chunks(fn: Callable[[PyTree], PyTree], xs: PyTree, chunk: int
-                  ) -> PyTree:
-  """`sum(fn(x) for x in xs)`, evaluated `chunk` items at a time.
-
-  Like `map_in_chunks` but accumulates the sum in a `lax.scan` carry, so only
-  one chunk of outputs ever exists (e.g. gradients along an integration path,
-  RISE masks times scores). Padding rows are excluded from the sum.
-
-  Args:
-    fn: per-item function; its outputs are summed over items.
-    xs: pytree of arrays with leading dimension `n`.
-    chunk: items per chunk (>= 1).
-  Returns:
-    the summed outputs (shapes of one `fn` output).
-  """
-  n = _num_rows(xs)
-  num, chunk = _even_chunks(n, chunk)
-  total = num * chunk
-
-  def chunk_sum(c, valid):
-    ys = jax.vmap(fn)(c)
-    def s(y):
-      v = valid.reshape((-1,) + (1,) * (y.ndim - 1))
-      return jnp.sum(jnp.where(v, y, jnp.zeros_like(y)), axis=0)
-    return jax.tree.map(s, ys)
-
-  if num == 1:
-    return chunk_sum(xs, jnp.ones((n,), bool))
-  xp = jax.tree.map(lambda a: a.reshape((num, chunk, *a.shape[1:])),
-                    _pad_rows(xs, total))
-  valid = (jnp.arange(total) < n).reshape(num, chunk)
-  first = jax.tree.map(lambda a: a[0], xp)
-  init = jax.tree.map(jnp.zeros_like,
-                      jax.eval_shape(chunk_sum, first, valid[0]))
-
-  def body(acc, inp):
-    c, v = inp
-    return jax.tree.map(jnp.add, acc, chunk_sum(c, v)), None
-
-  out, _ = jax.lax.scan(body, init, (xp, valid))
-  return out
-
-
 def evaluate_in_chunks(box: bb.BlackBox, inputs: Array, *,
                        chunk_size: int = DEFAULT_CHUNK_SIZE,
                        target: Array | int | None = None,
                        space: str = 'raw') -> Array:
-  """The box on many inputs, `chunk_size` rows per model call.
+  """The box on many inputs in the explained space, `chunk_size` rows a call.
 
-  Traceable (use inside a jitted core). For inputs that are generated from
-  descriptors, prefer `map_in_chunks` with a generating `fn`.
+  `blackbox.forward_in_chunks`, then `to_space` and the target's column.
+  Traceable (use inside a jitted core). For inputs generated from
+  descriptors, prefer `blackbox.map_in_chunks` with a generating `fn`.
 
   Args:
     box: the black box.
@@ -339,15 +243,7 @@ def evaluate_in_chunks(box: bb.BlackBox, inputs: Array, *,
   Returns:
     `[n, num_outputs]` if `target` is None, else `[n]`.
   """
-  def one(xi):
-    out = box.apply_fn(box.params, xi[None])[0]
-    if space != 'raw':
-      out = bb.to_log_probs(out, box.output)
-      if space == 'probs':
-        out = jnp.exp(out)
-    return out
-
-  out = map_in_chunks(one, inputs, chunk_size)
+  out = to_space(bb.forward_in_chunks(box, inputs, chunk_size), box, space)
   if target is None:
     return out
   t = jnp.broadcast_to(jnp.asarray(target, jnp.int32), (inputs.shape[0],))
@@ -366,8 +262,8 @@ def ceil_div(a: int, b: int) -> int:
 
 __all__ = [
     'DEFAULT_CHUNK_SIZE', 'SPACES', 'ceil_div',
-    'check_groups', 'check_space', 'check_target',
-    'evaluate_in_chunks', 'example_score', 'is_image_shape', 'map_in_chunks',
+    'check_space', 'check_target',
+    'evaluate_in_chunks', 'example_score', 'is_image_shape',
     'per_example_chunk', 'prepare', 'resolve_baseline', 'resolve_targets',
-    'score_fn', 'sum_in_chunks',
+    'score_fn', 'to_space',
 ]

@@ -171,7 +171,7 @@ def _ig_core(box, x, baseline, target, aw, *, space, chunk):
   def one(xi, bi, ti):
     def item(a_w):
       return a_w[1] * grad_fn(bi + a_w[0] * (xi - bi), ti)
-    return (xi - bi) * _common.sum_in_chunks(item, aw, chunk)
+    return (xi - bi) * bb.sum_in_chunks(item, aw, chunk)
 
   return jax.vmap(one)(x, baseline, t)
 
@@ -284,7 +284,7 @@ def _smoothgrad_core(box, x, target, key, noise_level, mode, *, space,
       g = grad_fn(xi + sigma * eps, ti)
       return jnp.where(mode == 1, g * g, jnp.where(mode == 2, jnp.abs(g), g))
 
-    return _common.sum_in_chunks(item, idx, chunk) / num_samples
+    return bb.sum_in_chunks(item, idx, chunk) / num_samples
 
   return jax.vmap(one)(x, t)
 

@@ -50,7 +50,7 @@ from xai_jax import _checks
 from xai_jax import blackbox as bb
 from xai_jax import masking
 from xai_jax.attribution import _common
-from xai_jax.attribution import shap as _shap
+from xai_jax.attribution import coalitions
 
 Array = jax.Array
 
@@ -355,19 +355,6 @@ def _tabular_samples(key: Array | int, x: Array, num_samples: int,
 
 
 # ---------------------------------------------------------------- cores
-def _rows_scores(score: Callable, inputs: Array, t: Array, chunk: int
-                 ) -> Array:
-  """Scores of `[m, *shape]` rows with targets `[m]`, `chunk` rows a call."""
-  m = inputs.shape[0]
-  num, c = _shap._even(m, chunk)  # pylint: disable=protected-access
-  if num == 1:
-    return score(inputs, t)
-  xp = _shap._pad_to(inputs, num * c).reshape((num, c, *inputs.shape[1:]))  # pylint: disable=protected-access
-  tp = _shap._pad_to(t, num * c).reshape((num, c))  # pylint: disable=protected-access
-  out = jax.lax.map(lambda a: score(*a), (xp, tp))
-  return out.reshape(-1)[:m]
-
-
 @functools.partial(jax.jit, static_argnames=(
     'space', 'num_samples', 'around', 'alpha', 'num_features', 'be', 'chunk'))
 def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
@@ -376,7 +363,7 @@ def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
                   num_features: int | None, be: int, chunk: int
                   ) -> tuple[RidgeFit, Array, Array]:
   batch = x.shape[0]
-  t = (jnp.argmax(_shap._outputs(box, x, chunk), -1).astype(jnp.int32)  # pylint: disable=protected-access
+  t = (jnp.argmax(bb.forward_in_chunks(box, x, chunk), -1).astype(jnp.int32)
        if target is None else target)
   x_flat = x.reshape(batch, -1)
   noise = jax.random.normal(key, (num_samples, x_flat.shape[1]), x.dtype)
@@ -389,9 +376,9 @@ def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
     # batch (every class), and each example adds only its own row 0. Exact:
     # the same values as evaluating every example's n rows.
     shared = (noise * sd + mu).reshape((n, *x.shape[1:]))
-    out_shared = _shap._convert(_shap._outputs(box, shared, chunk), box,  # pylint: disable=protected-access
-                                space)                           # [n, C]
-    own = _rows_scores(score, x, t, chunk)                       # [batch]
+    out_shared = _common.to_space(bb.forward_in_chunks(box, shared, chunk),
+                                  box, space)                    # [n, C]
+    own = bb.map_batches(lambda a: score(*a), (x, t), chunk)     # [batch]
 
   def one_chunk(args):
     xe, te, own_e = args
@@ -408,8 +395,9 @@ def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
       return fit, y[:, 0]
     scaled, inputs = _tabular_rows(noise, xe, mu, sd, around)
     if around:
-      y = _rows_scores(score, inputs.reshape((-1, *x.shape[1:])),
-                       jnp.repeat(te, n), chunk).reshape(xe.shape[0], n)
+      y = bb.map_batches(lambda a: score(*a),
+                         (inputs.reshape((-1, *x.shape[1:])),
+                          jnp.repeat(te, n)), chunk).reshape(xe.shape[0], n)
     else:
       y = jnp.take(out_shared, te, axis=1).T.at[:, 0].set(own_e)
     dist = jnp.sqrt(jnp.sum((scaled - scaled[:, :1]) ** 2, -1))
@@ -424,16 +412,8 @@ def _tabular_core(box: bb.BlackBox, x: Array, target: Array | None,
     # The shared-rows fit costs [examples, n] memory per chunk, not
     # [examples, n, d]: up to 512 examples per chunk amortise its matmuls.
     be = max(be, min(batch, 512))
-  num_e = -(-batch // be)
-  if num_e == 1:
-    return (*one_chunk((x_flat, t, own)), t)
-  total = num_e * be
-  xs = (_shap._pad_to(x_flat, total).reshape(num_e, be, -1),  # pylint: disable=protected-access
-        _shap._pad_to(t, total).reshape(num_e, be),  # pylint: disable=protected-access
-        _shap._pad_to(own, total).reshape(num_e, be))  # pylint: disable=protected-access
-  fit, pred = jax.lax.map(one_chunk, xs)
-  flat = lambda a: a.reshape((total, *a.shape[2:]))[:batch]
-  return RidgeFit(*(flat(f) for f in fit)), flat(pred), t
+  fit, pred = bb.map_batches(one_chunk, (x_flat, t, own), be)
+  return fit, pred, t
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -443,71 +423,31 @@ def _groups_core(box: bb.BlackBox, x: Array, base: Array,
                  target: Array | None, groups: masking.FeatureGroups | None,
                  key: Array, width: Array, dscale: Array, *, space: str,
                  num_samples: int, sampling: str, alpha: float,
-                 num_features: int | None, d: int, plan: Any, info: bool
+                 num_features: int | None, d: int, plan: coalitions.Plan, info: bool
                  ) -> tuple[RidgeFit, Array, Array]:
-  t, v1, _ = _shap._endpoints(box, x, base, target, space,  # pylint: disable=protected-access
-                              max(plan.be * plan.units, 1))
+  t, v1, _ = coalitions.endpoints(box, x, base, target, space, plan.rows)
   z = lime_group_samples(key, num_samples, d, sampling=sampling)
   zf = z.astype(jnp.float32)
   s = jnp.sum(zf, -1)
   dist = dscale * (1.0 - jnp.sqrt(s / d))                # cosine to all-ones
   w = lime_kernel(dist, width)
-  n = num_samples
-  nc = plan.units
-  total = plan.num_c * nc
-  zp = jnp.concatenate([z, jnp.zeros((total - n, d), bool)]) if total > n else z
   score = _common.score_fn(box, space)
-  expand = _shap._expand_fn(groups, box.input_shape)  # pylint: disable=protected-access
   if num_features is None and not info:
     # The fit is linear in the values: reduce chunks by a matmul, never
     # storing the [batch, n] values.
     m_coef, m_icpt = _shared_ridge_operator(zf, w, alpha)
-    mp = jnp.concatenate([m_coef, m_icpt[:, None]], axis=1)
-    mp = jnp.concatenate([mp, jnp.zeros((total - n, d + 1))]) if total > n \
-        else mp
-
-    def gen(c):
-      return (jax.lax.dynamic_slice_in_dim(zp, c * nc, nc),
-              jax.lax.dynamic_slice_in_dim(mp, c * nc, nc))
-
-    out = _shap._reduce_coalitions(score, expand, x, base, t, gen, plan,  # pylint: disable=protected-access
-                                   d + 1)
+    m = jnp.concatenate([m_coef, m_icpt[:, None]], axis=1)      # [n, d + 1]
+    out = coalitions.reduce_coalitions(score, groups, x, base, t,
+                                       coalitions.fixed_chunks(z, m, plan),
+                                       plan, d + 1)
     coef, icpt = out[:, :d], out[:, d]
     zero = jnp.zeros_like(icpt)
     return RidgeFit(coef, icpt, zero, icpt + jnp.sum(coef, -1)), v1, t
   # Values needed (R^2 / feature selection): collect them, [batch, n].
-  eye_free = _collect_values(score, expand, x, base, t, zp, plan, n)
-  fit = fit_weighted_ridge(zf, eye_free, w, alpha=alpha,
+  values = coalitions.coalition_values(score, groups, x, base, t, z, plan)
+  fit = fit_weighted_ridge(zf, values, w, alpha=alpha,
                            num_features=num_features)
   return fit, v1, t
-
-
-def _collect_values(score: Callable, expand: Callable, x: Array, base: Array,
-                    t: Array, zp: Array, plan: Any, n: int) -> Array:
-  """All values `v_b(z_k)`, `[batch, n]`, in the chunks of `plan`."""
-  batch = x.shape[0]
-  nc = plan.units
-
-  def one_chunk(args):
-    xe, be_, te = args
-    if plan.num_c == 1:
-      return _shap._masked_scores(score, expand, xe, be_, te, zp[:nc])  # pylint: disable=protected-access
-
-    def body(c):
-      m = jax.lax.dynamic_slice_in_dim(zp, c * nc, nc)
-      return _shap._masked_scores(score, expand, xe, be_, te, m)  # pylint: disable=protected-access
-    v = jax.lax.map(body, jnp.arange(plan.num_c, dtype=jnp.int32))
-    return jnp.moveaxis(v, 0, 1).reshape(xe.shape[0], -1)
-
-  if plan.num_e == 1:
-    v = one_chunk((x, base, t))
-  else:
-    total = plan.num_e * plan.be
-    xs = tuple(_shap._pad_to(a, total).reshape((plan.num_e, plan.be,  # pylint: disable=protected-access
-                                                *a.shape[1:]))
-               for a in (x, base, t))
-    v = jax.lax.map(one_chunk, xs).reshape(total, -1)[:batch]
-  return v[:, :n]
 
 
 # ----------------------------------------------------------------- public
@@ -568,7 +508,7 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
   _common.check_space(box, space)
   key = _checks.as_key('key', key, method='lime')
   n = _checks.check_int('num_samples', num_samples, 2)
-  chunk = _shap._chunk_size(chunk_size, box)  # pylint: disable=protected-access
+  chunk = coalitions.resolve_chunk_size(chunk_size, box)
   _checks.check_positive('alpha', alpha)
   if mode == 'tabular':
     if baseline is not None:
@@ -587,7 +527,7 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
     mu, sd = _tabular_stats(x.reshape(x.shape[0], -1), feature_mean,
                             feature_std)
     be = max(1, min(x.shape[0], chunk // n))
-    num_e, be = _shap._even(x.shape[0], be)  # pylint: disable=protected-access
+    _, be = bb.even_chunks(x.shape[0], be)
     fit, pred, tt = _tabular_core(
         box, x, t, key, mu, sd, jnp.float32(width), space=space,
         num_samples=n, around=bool(sample_around_instance),
@@ -596,10 +536,8 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
   else:
     base = _common.resolve_baseline('zero' if baseline is None else baseline,
                                     x)
-    if groups is not None:
-      groups = _common.check_groups(groups, box)
-    d = groups.num_groups if groups is not None else int(
-        np.prod(box.input_shape))
+    masking.check_groups(groups, box.input_shape)
+    d = coalitions.num_players(box, groups)
     if num_features is not None:
       _checks.check_k('num_features', num_features, d)
     tokens = groups is not None and groups.kind == 'tokens'
@@ -612,15 +550,13 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
     if sampling is None:
       sampling = 'num_removed' if tokens else 'bernoulli'
     _checks.check_choice('sampling', sampling, GROUP_SAMPLINGS)
-    plan = _shap._plan(x.shape[0], n, 1, chunk)  # pylint: disable=protected-access
+    plan = coalitions.plan(x.shape[0], n, 1, chunk)
     fit, pred, tt = _groups_core(
         box, x, base, t, groups, key, jnp.float32(kernel_width),
         jnp.float32(distance_scale), space=space, num_samples=n,
         sampling=sampling, alpha=float(alpha), num_features=num_features,
         d=d, plan=plan, info=bool(return_info))
-    coef = fit.coef
-    if groups is None:
-      coef = coef.reshape((x.shape[0], *box.input_shape))
+    coef = coalitions.to_input_shape(fit.coef, box, groups)
   if not return_info:
     return coef
   return coef, LimeInfo(fit.intercept, fit.local_pred, fit.score, pred, tt)

@@ -45,7 +45,7 @@ def _occlusion_core(box, x, baseline, target, groups, *, space, chunk):
   def one(xi, bi, ti):
     def item(g):
       return f(jnp.where(groups.assignment == g, bi, xi), ti)
-    return f(xi, ti) - _common.map_in_chunks(item, ids, chunk)
+    return f(xi, ti) - bb.map_in_chunks(item, ids, chunk)
 
   return jax.vmap(one)(x, baseline, t)
 
@@ -91,8 +91,8 @@ def occlusion(model: bb.BlackBox | Callable, x: Array, *,
   _common.check_space(box, space)
   chunk_size = _checks.check_chunk_size(chunk_size)
   b = _common.resolve_baseline(baseline, x, key=key, **baseline_kwargs)
-  g = (masking.feature_groups(box.input_shape) if groups is None
-       else _common.check_groups(groups, box))
+  masking.check_groups(groups, box.input_shape)
+  g = masking.feature_groups(box.input_shape) if groups is None else groups
   chunk = _common.per_example_chunk(chunk_size, x.shape[0], g.num_groups)
   out = _occlusion_core(box, x, b, t, g, space=space, chunk=chunk)
   return out if groups is not None else out.reshape(x.shape)
@@ -160,7 +160,7 @@ def _rise_image_core(box, x, baseline, target, key, p1, *, space, num_masks,
       m = rise_mask(jax.random.fold_in(key, i), hw, grid, p1).astype(xi.dtype)
       mc = m[..., None] if xi.ndim == 3 else m
       return f(mc * xi + (1 - mc) * bi, ti) * m                 # Eq. 6 term
-    return _common.sum_in_chunks(item, idx, chunk) / (num_masks * p1)
+    return bb.sum_in_chunks(item, idx, chunk) / (num_masks * p1)
 
   return jax.vmap(one)(x, baseline, t)                         # [b, H, W]
 
@@ -178,7 +178,7 @@ def _rise_groups_core(box, x, baseline, target, groups, key, p1, *, space,
                                (groups.num_groups,))
       s = f(jnp.where(groups.expand(m), xi, bi), ti)
       return s * m.astype(s.dtype)
-    return _common.sum_in_chunks(item, idx, chunk) / (num_masks * p1)
+    return bb.sum_in_chunks(item, idx, chunk) / (num_masks * p1)
 
   return jax.vmap(one)(x, baseline, t)
 
@@ -253,8 +253,8 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
     if keep_channels and x.ndim == 4:
       sal = jnp.broadcast_to(sal[..., None], x.shape)
     return sal
-  g = (masking.feature_groups(box.input_shape) if groups is None
-       else _common.check_groups(groups, box))
+  masking.check_groups(groups, box.input_shape)
+  g = masking.feature_groups(box.input_shape) if groups is None else groups
   out = _rise_groups_core(box, x, b, t, g, key, p1, space=space,
                           num_masks=num_masks, chunk=chunk)
   return out if groups is not None else out.reshape(x.shape)

@@ -12,19 +12,13 @@ estimator here returns `phi[batch, d]` (or the input's shape without groups)
 with efficiency `sum_i phi_i = v(1) - v(0)` (exactly for `exact_shapley` and
 `permutation_shap`, as a constraint of the regression for `kernel_shap`).
 
-Implementation: every estimator is *linear in the coalition values*,
-`phi = V @ M` with `V[b, k] = v_b(z_k)` and a coefficient matrix `M[k, i]`
-(the Shapley weights, the regression's `w_k z_k`, or the +/-1 marginal
-contributions along permutations). Coalitions (and so `M`) are SHARED ACROSS
-THE BATCH: one set of coalitions is drawn per call and every example is
-evaluated on it. Each example's estimate is then exactly the estimator of the
-paper for that example; estimates of different examples are correlated
-(same coalitions), which matters only when averaging errors over a batch.
-The model is evaluated in memory-bounded chunks of at most `chunk_size` rows
-(a chunk of examples times a chunk of coalitions), the masked inputs are built
-from cheap descriptors inside the chunk, and each chunk's values are reduced
-at once by a matmul with the chunk's rows of `M`, so `V` is never stored.
-One jit compilation per input shape and static options.
+Implementation: every estimator is linear in the coalition values,
+`phi = V @ M`, and is evaluated by `coalitions.reduce_coalitions`: one set of
+coalitions per call, SHARED ACROSS THE BATCH (each example's estimate is the
+paper's estimator; estimates of different examples are correlated, which
+matters only when averaging errors over a batch), memory-bounded chunks of at
+most `chunk_size` model rows, and one matmul per chunk, so `V` is never
+stored. One jit compilation per input shape and static options.
 
 References:
   L. S. Shapley (1953), A value for n-person games.
@@ -51,180 +45,15 @@ from xai_jax import _checks
 from xai_jax import blackbox as bb
 from xai_jax import masking
 from xai_jax.attribution import _common
+from xai_jax.attribution import coalitions
 
 Array = jax.Array
 
 #: Largest number of players `exact_shapley` enumerates (2^20 coalitions).
 EXACT_MAX_PLAYERS = 20
 
-#: Automatic bound on the model rows per call: at most 16384 rows (an MLP's
-#: throughput on CPU is flat from ~4k rows; fewer, larger calls lose less to
-#: thread synchronisation on a busy machine) and about 16 MiB of float32
-#: inputs per call (fewer rows for images), at least 64.
-_MAX_AUTO_CHUNK = 16384
-_MIN_AUTO_CHUNK = 64
-_AUTO_CHUNK_ELEMENTS = 2 ** 22
-
 
 # ------------------------------------------------------------------ helpers
-def auto_chunk_size(input_shape: tuple[int, ...]) -> int:
-  """Default model rows per call: ~16 MiB of float32 inputs, in [64, 16384]."""
-  size = int(np.prod(input_shape)) if input_shape else 1
-  return int(min(_MAX_AUTO_CHUNK, max(_MIN_AUTO_CHUNK,
-                                      _AUTO_CHUNK_ELEMENTS // max(size, 1))))
-
-
-def _chunk_size(chunk_size: int | None, box: bb.BlackBox) -> int:
-  if chunk_size is None:
-    return auto_chunk_size(box.input_shape)
-  return _checks.check_chunk_size(chunk_size)
-
-
-def _even(n: int, chunk: int) -> tuple[int, int]:
-  """(num_chunks, chunk) with near-equal chunks of at most `chunk` items."""
-  chunk = max(1, min(chunk, n))
-  num = -(-n // chunk)
-  return num, -(-n // num)
-
-
-class _Plan(NamedTuple):
-  """How `[batch] x [n coalitions]` model rows are split into calls."""
-  num_e: int     # example chunks
-  be: int        # examples per chunk
-  num_c: int     # coalition chunks
-  units: int     # coalition units (e.g. permutations) per chunk
-  unit: int      # coalitions per unit
-
-
-def _plan(batch: int, n_units: int, unit: int, chunk_size: int) -> _Plan:
-  """Splits `batch * n_units * unit` model rows into chunks of <= chunk_size.
-
-  A unit is an indivisible block of coalitions (1 coalition, or the d-1 chain
-  coalitions of one permutation). When one example's coalitions fit in a call,
-  several examples share a call; otherwise one example per call and several
-  calls over its coalitions.
-  """
-  per_example = n_units * unit
-  if per_example <= chunk_size:
-    num_e, be = _even(batch, max(1, chunk_size // per_example))
-    return _Plan(num_e, be, 1, n_units, unit)
-  num_e, be = batch, 1
-  num_c, units = _even(n_units, max(1, chunk_size // unit))
-  return _Plan(num_e, be, num_c, units, unit)
-
-
-def _pad_to(a: Array, total: int) -> Array:
-  extra = total - a.shape[0]
-  if extra <= 0:
-    return a
-  return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
-
-
-def _expand_fn(groups: masking.FeatureGroups | None,
-               input_shape: tuple[int, ...]) -> Callable[[Array], Array]:
-  """Player mask `[..., d]` -> input mask `[..., *input_shape]` (bool)."""
-  if groups is None:
-    return lambda m: m.reshape((*m.shape[:-1], *input_shape))
-  return lambda m: jnp.take(m, groups.assignment, axis=-1)
-
-
-def _masked_scores(score: Callable[[Array, Array], Array], expand: Callable,
-                   xe: Array, base: Array, te: Array, masks: Array) -> Array:
-  """Scores of `be` examples on `nc` coalitions: `[be, nc]`.
-
-  Args:
-    score: `(inputs[n, *input_shape], t[n]) -> [n]`.
-    expand: player mask -> input mask.
-    xe, base: `[be, *input_shape]` examples and their baselines.
-    te: int `[be]` targets.
-    masks: bool `[nc, d]` coalitions, shared by the `be` examples.
-  """
-  be, nc = xe.shape[0], masks.shape[0]
-  m = expand(masks)                                           # [nc, *shape]
-  inp = jnp.where(m[None], xe[:, None], base[:, None])        # [be, nc, ...]
-  inp = inp.reshape((be * nc, *xe.shape[1:]))
-  return score(inp, jnp.repeat(te, nc)).reshape(be, nc)
-
-
-def _reduce_coalitions(score: Callable, expand: Callable, x: Array,
-                       base: Array, t: Array,
-                       gen: Callable[[Array], tuple[Array, Array]],
-                       plan: _Plan, out_dim: int) -> Array:
-  """`sum_k v_b(z_k) M[k, :]` for every example b: `[batch, out_dim]`.
-
-  `gen(c)` returns chunk c's coalitions `bool[nc, d]` and coefficient rows
-  `M_c[nc, out_dim]` (zero rows for padding). The model sees at most
-  `plan.be * nc` rows per call; values are reduced by a matmul per chunk.
-  """
-  batch = x.shape[0]
-
-  def one_chunk(args):
-    xe, be_, te = args
-    if plan.num_c == 1:
-      masks, coef = gen(jnp.int32(0))
-      return _masked_scores(score, expand, xe, be_, te, masks) @ coef
-
-    def body(acc, c):
-      masks, coef = gen(c)
-      v = _masked_scores(score, expand, xe, be_, te, masks)
-      return acc + v @ coef, None
-
-    init = jnp.zeros((xe.shape[0], out_dim), jnp.float32)
-    acc, _ = jax.lax.scan(body, init, jnp.arange(plan.num_c, dtype=jnp.int32))
-    return acc
-
-  if plan.num_e == 1:
-    return one_chunk((x, base, t))
-  total = plan.num_e * plan.be
-  xs = tuple(_pad_to(a, total).reshape((plan.num_e, plan.be, *a.shape[1:]))
-             for a in (x, base, t))
-  out = jax.lax.map(one_chunk, xs)
-  return out.reshape(total, out_dim)[:batch]
-
-
-def _outputs(box: bb.BlackBox, x: Array, chunk: int) -> Array:
-  """Raw outputs of the box on `x`, chunked: `[batch, num_outputs]`."""
-  n = x.shape[0]
-  num, c = _even(n, chunk)
-  if num == 1:
-    return box.apply_fn(box.params, x)
-  xp = _pad_to(x, num * c).reshape((num, c, *x.shape[1:]))
-  out = jax.lax.map(lambda xi: box.apply_fn(box.params, xi), xp)
-  return out.reshape(num * c, -1)[:n]
-
-
-def _convert(out: Array, box: bb.BlackBox, space: str) -> Array:
-  if space == 'raw':
-    return out
-  lp = bb.to_log_probs(out, box.output)
-  return lp if space == 'log_probs' else jnp.exp(lp)
-
-
-def _endpoints(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
-               space: str, chunk: int) -> tuple[Array, Array, Array]:
-  """Targets `[batch]` (None -> predicted class), `v(1) = f_t(x)` and
-  `v(0) = f_t(baseline)`, both `[batch]`."""
-  out_x = _outputs(box, x, chunk)
-  t = (jnp.argmax(out_x, axis=-1).astype(jnp.int32) if target is None
-       else target)
-  v1 = bb.select_target(_convert(out_x, box, space), t)
-  v0 = bb.select_target(_convert(_outputs(box, base, chunk), box, space), t)
-  return t, v1, v0
-
-
-def _num_players(box: bb.BlackBox,
-                 groups: masking.FeatureGroups | None) -> int:
-  return groups.num_groups if groups is not None else int(
-      np.prod(box.input_shape))
-
-
-def _finish(phi: Array, box: bb.BlackBox,
-            groups: masking.FeatureGroups | None) -> Array:
-  if groups is None:
-    return phi.reshape((phi.shape[0], *box.input_shape))
-  return phi
-
-
 def _prepare(model: Any, x: Any, target: Any, baseline: Any, space: str,
              groups: Any, chunk_size: int | None
              ) -> tuple[bb.BlackBox, Array, Array | None, Array,
@@ -235,90 +64,10 @@ def _prepare(model: Any, x: Any, target: Any, baseline: Any, space: str,
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
   base = _common.resolve_baseline(baseline, x)
-  if groups is not None:
-    groups = _common.check_groups(groups, box)
-  d = _num_players(box, groups)
-  return box, x, t, base, groups, d, _chunk_size(chunk_size, box)
-
-
-# ------------------------------------------------------- Shapley kernel
-def shapley_kernel(num_players: int) -> np.ndarray:
-  """Shapley-kernel distribution over coalition sizes, `float64[d + 1]`.
-
-  `p(s) ∝ (d - 1) / (s (d - s))` for `0 < s < d` (Lundberg & Lee 2017,
-  Theorem 2: `pi(z) = (d-1) / (C(d,|z|) |z| (d-|z|))` summed over the
-  `C(d, s)` coalitions of size s), normalised to one; `p(0) = p(d) = 0`
-  (the empty and full coalitions are constraints, not samples).
-
-  Args:
-    num_players: d >= 2.
-  """
-  d = int(num_players)
-  if d < 2:
-    raise ValueError(f'num_players must be >= 2, got {num_players}.')
-  s = np.arange(1, d)
-  p = np.zeros(d + 1)
-  p[1:d] = (d - 1) / (s * (d - s))
-  return p / p.sum()
-
-
-def _sample_sizes_coalitions(key: Array | int, num: int, d: int, sizes: Array,
-                             cdf: Array, paired: bool) -> Array:
-  """`num` coalitions: size drawn by inverse CDF over `sizes`, then uniform
-  among subsets of that size; paired -> rows 2j+1 = 1 - rows 2j.
-
-  One `uniform` draw feeds both steps (random ops dominate compile time).
-  """
-  base_num = -(-num // 2) if paired else num
-  u = jax.random.uniform(key, (base_num, d + 1))
-  idx = jnp.minimum(jnp.sum(u[:, :1] >= cdf[None, :], axis=-1),
-                    sizes.shape[0] - 1)
-  s = sizes[idx]
-  ranks = jnp.argsort(jnp.argsort(u[:, 1:], axis=-1), axis=-1)
-  z = ranks < s[:, None]
-  if paired:
-    z = jnp.stack([z, ~z], axis=1).reshape(2 * base_num, d)
-  return z[:num]
-
-
-def _size_cdf(p: np.ndarray) -> np.ndarray:
-  c = np.cumsum(p / p.sum())
-  return c.astype(np.float32)
-
-
-def sample_shapley_coalitions(key: Array | int, num_samples: int,
-                              num_players: int,
-                              *, paired: bool = True) -> Array:
-  """Coalitions drawn from the Shapley-kernel distribution, `bool[num, d]`.
-
-  `P(|z| = s) ∝ 1 / (s (d - s))` for `0 < s < d`, then `z` uniform among the
-  `C(d, s)` subsets of size s, so that `P(z) ∝ pi(z)`, the Shapley kernel
-  (Lundberg & Lee 2017; the sampler of Covert & Lee 2021 and FastSHAP,
-  Jethani et al. 2022). With `paired=True` (antithetic sampling) row `2j+1`
-  is the complement `1 - z` of row `2j` (Covert & Lee 2021, Sec. 4.2); for
-  odd `num` the last row is unpaired. Jittable (static `num_samples`,
-  `num_players`).
-
-  Args:
-    key: PRNG key or int seed.
-    num_samples: number of coalitions n.
-    num_players: d >= 2.
-    paired: antithetic pairs (z, 1 - z).
-  Returns:
-    `bool[num_samples, num_players]`, never all-False nor all-True.
-  """
-  key = _checks.as_key('key', key, method='sample_shapley_coalitions')
-  d = _checks.check_int('num_players', num_players, 2)
-  n = _checks.check_int('num_samples', num_samples, 1)
-  return _sample_jit(key, n, d, bool(paired))
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _sample_jit(key: Array | int, n: int, d: int, paired: bool) -> Array:
-  p = shapley_kernel(d)
-  sizes = jnp.arange(1, d, dtype=jnp.int32)
-  return _sample_sizes_coalitions(key, n, d, sizes,
-                                  jnp.asarray(_size_cdf(p[1:d])), paired)
+  masking.check_groups(groups, box.input_shape)
+  d = coalitions.num_players(box, groups)
+  chunk = coalitions.resolve_chunk_size(chunk_size, box)
+  return box, x, t, base, groups, d, chunk
 
 
 # ----------------------------------------------------------- exact Shapley
@@ -339,9 +88,8 @@ def _exact_size_weights(d: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.partial(jax.jit, static_argnames=('space', 'd', 'plan'))
 def _exact_core(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
                 groups: masking.FeatureGroups | None, *, space: str, d: int,
-                plan: _Plan) -> Array:
-  chunk = plan.be * plan.units
-  t, v1, v0 = _endpoints(box, x, base, target, space, max(chunk, 1))
+                plan: coalitions.Plan) -> Array:
+  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows)
   if d == 1:
     return (v1 - v0)[:, None]
   w_plus, w_minus = (jnp.asarray(w) for w in _exact_size_weights(d))
@@ -357,8 +105,8 @@ def _exact_core(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
     return z, jnp.where((k < total)[:, None], coef, 0.0)
 
   score = _common.score_fn(box, space)
-  return _reduce_coalitions(score, _expand_fn(groups, box.input_shape), x,
-                            base, t, gen, plan, d)
+  return coalitions.reduce_coalitions(score, groups, x, base, t, gen, plan,
+                                     d)
 
 
 def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
@@ -405,9 +153,9 @@ def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
         f'limit max_players={max_players} (2^{max_players} coalitions per '
         'example). Use kernel_shap or permutation_shap, or fewer players '
         '(groups=masking.patch_groups/...).')
-  plan = _plan(x.shape[0], 1 << d, 1, chunk)
+  plan = coalitions.plan(x.shape[0], 1 << d, 1, chunk)
   phi = _exact_core(box, x, base, t, groups, space=space, d=d, plan=plan)
-  return _finish(phi, box, groups)
+  return coalitions.to_input_shape(phi, box, groups)
 
 
 # --------------------------------------------------------------- KernelSHAP
@@ -461,7 +209,7 @@ def _kernel_plan(d: int, n: int, enumerate_sizes: bool, paired: bool = True,
   sizes are drawn from the kernel distribution and all samples weigh the
   same. The weights of the sampled coalitions sum to the remaining mass.
   """
-  p = shapley_kernel(d)                    # size probabilities, sums to 1
+  p = coalitions.shapley_kernel(d)         # size probabilities, sums to 1
   empty_i, empty_f = np.zeros((0,), np.int32), np.zeros((0,), np.float32)
   if d <= 30 and n >= (1 << d) - 2:
     z = _all_coalitions(d)
@@ -516,7 +264,7 @@ def _kernel_plan(d: int, n: int, enumerate_sizes: bool, paired: bool = True,
       return _KernelPlan(z_fixed, w_fixed, empty_i, empty_f, base_sizes,
                          int(w_s.shape[0]), w_s.astype(np.float32))
   mass = float(p[rest].sum())
-  cdf = _size_cdf(p[rest])
+  cdf = coalitions.size_cdf(p[rest])
   w_s = np.full((left,), mass / left, np.float32)
   return _KernelPlan(z_fixed, w_fixed, rest, cdf, empty_i, int(left), w_s)
 
@@ -554,7 +302,7 @@ def kernel_shap_coalitions(key: Array | int | None, num_players: int,
       zs = _subsets_of_sizes(key, jnp.asarray(plan.base_sizes),
                              int(num_players), paired)
     else:
-      zs = _sample_sizes_coalitions(
+      zs = coalitions.sample_sized_coalitions(
           key, plan.num_sampled, int(num_players),
           jnp.asarray(plan.sizes), jnp.asarray(plan.cdf), paired)
     z = jnp.concatenate([z, zs])
@@ -612,9 +360,8 @@ def constrained_shapley_regression(a: Array, b: Array, total: Array) -> Array:
 def _kernel_core(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
                  groups: masking.FeatureGroups | None, key: Array | None, *,
                  space: str, d: int, num_samples: int, paired: bool,
-                 enumerate_sizes: bool, stratify: bool, plan: _Plan) -> Array:
-  t, v1, v0 = _endpoints(box, x, base, target, space,
-                         max(plan.be * plan.units, 1))
+                 enumerate_sizes: bool, stratify: bool, plan: coalitions.Plan) -> Array:
+  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows)
   if d == 1:
     return (v1 - v0)[:, None]
   z, w = kernel_shap_coalitions(key, d, num_samples, paired=paired,
@@ -623,19 +370,10 @@ def _kernel_core(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
   zf = z.astype(jnp.float32)
   wz = w[:, None] * zf                                          # [n, d]
   a = zf.T @ wz                                                 # [d, d]
-  n = z.shape[0]
-  nc = plan.units
-  total = plan.num_c * nc
-  zp = jnp.concatenate([z, jnp.zeros((total - n, d), bool)]) if total > n else z
-  cp = jnp.concatenate([wz, jnp.zeros((total - n, d))]) if total > n else wz
-
-  def gen(c):
-    return (jax.lax.dynamic_slice_in_dim(zp, c * nc, nc),
-            jax.lax.dynamic_slice_in_dim(cp, c * nc, nc))
-
   score = _common.score_fn(box, space)
-  vz = _reduce_coalitions(score, _expand_fn(groups, box.input_shape), x, base,
-                          t, gen, plan, d)
+  vz = coalitions.reduce_coalitions(score, groups, x, base, t,
+                                    coalitions.fixed_chunks(z, wz, plan),
+                                    plan, d)
   b = vz - v0[:, None] * jnp.sum(wz, axis=0)[None]
   return constrained_shapley_regression(a, b, v1 - v0)
 
@@ -717,12 +455,12 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
   elif key is not None:
     key = _checks.as_key('key', key, method='kernel_shap')
   n = (len(plan_k.w_fixed) + plan_k.num_sampled) if plan_k else 1
-  plan = _plan(x.shape[0], n, 1, chunk)
+  plan = coalitions.plan(x.shape[0], n, 1, chunk)
   phi = _kernel_core(box, x, base, t, groups, key, space=space, d=d,
                      num_samples=num_samples, paired=bool(paired),
                      enumerate_sizes=bool(enumerate_sizes),
                      stratify=bool(stratify), plan=plan)
-  return _finish(phi, box, groups)
+  return coalitions.to_input_shape(phi, box, groups)
 
 
 # ------------------------------------------------------ permutation sampling
@@ -750,16 +488,15 @@ def _permutation_core(box: bb.BlackBox, x: Array, base: Array,
                       target: Array | None,
                       groups: masking.FeatureGroups | None, key: Array, *,
                       space: str, d: int, num_permutations: int,
-                      antithetic: bool, plan: _Plan) -> Array:
-  t, v1, v0 = _endpoints(box, x, base, target, space,
-                         max(plan.be * plan.units * plan.unit, 1))
+                      antithetic: bool, plan: coalitions.Plan) -> Array:
+  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows)
   if d == 1:
     return (v1 - v0)[:, None]
   num = num_permutations
   perms = sample_permutations(key, num, d, antithetic=antithetic)
   q = plan.units
   total = plan.num_c * q
-  pp = _pad_to(perms, total)
+  pp = bb.pad_rows(perms, total)
   valid = (jnp.arange(total) < num).astype(jnp.float32)
   inv = 1.0 / num
   steps = jnp.arange(1, d, dtype=jnp.int32)                     # k = 1..d-1
@@ -776,8 +513,7 @@ def _permutation_core(box: bb.BlackBox, x: Array, base: Array,
     return masks.reshape(q * (d - 1), d), coef.reshape(q * (d - 1), d)
 
   score = _common.score_fn(box, space)
-  phi = _reduce_coalitions(score, _expand_fn(groups, box.input_shape), x, base,
-                           t, gen, plan, d)
+  phi = coalitions.reduce_coalitions(score, groups, x, base, t, gen, plan, d)
   first = jnp.sum(jax.nn.one_hot(perms[:, 0], d), axis=0) * inv   # [d]
   last = jnp.sum(jax.nn.one_hot(perms[:, -1], d), axis=0) * inv
   return phi + v1[:, None] * last[None] - v0[:, None] * first[None]
@@ -820,16 +556,15 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
                                                space, groups, chunk_size)
   num_permutations = _checks.check_int('num_permutations', num_permutations, 1)
   key = _checks.as_key('key', key, method='permutation_shap')
-  plan = _plan(x.shape[0], num_permutations, max(d - 1, 1), chunk)
+  plan = coalitions.plan(x.shape[0], num_permutations, max(d - 1, 1), chunk)
   phi = _permutation_core(box, x, base, t, groups, key, space=space, d=d,
                           num_permutations=num_permutations,
                           antithetic=bool(antithetic), plan=plan)
-  return _finish(phi, box, groups)
+  return coalitions.to_input_shape(phi, box, groups)
 
 
 __all__ = [
-    'EXACT_MAX_PLAYERS', 'auto_chunk_size', 'constrained_shapley_regression',
-    'exact_shapley', 'kernel_shap', 'kernel_shap_coalitions',
-    'permutation_shap', 'sample_permutations', 'sample_shapley_coalitions',
-    'shapley_kernel',
+    'EXACT_MAX_PLAYERS', 'constrained_shapley_regression', 'exact_shapley',
+    'kernel_shap', 'kernel_shap_coalitions', 'permutation_shap',
+    'sample_permutations',
 ]
