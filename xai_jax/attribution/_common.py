@@ -43,7 +43,6 @@ from xai_jax import blackbox as bb
 from xai_jax import masking
 
 Array = jax.Array
-PyTree = Any
 
 #: Default bound on the number of model rows evaluated in one call.
 DEFAULT_CHUNK_SIZE = 1024

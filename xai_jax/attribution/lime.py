@@ -33,8 +33,10 @@ Perturbations are drawn once per call and SHARED by the examples of the batch
 (tabular: the same N(0, 1) noise, shifted per example when sampling around the
 instance; groups: the same binary masks, hence the same kernel weights and one
 Gram matrix for the whole batch). Everything is jitted (one compilation per
-shape and static options) and evaluated in memory-bounded chunks, so thousands
-of rows (NormLIME) run as one call.
+shape and static options) and evaluated in memory-bounded chunks
+(`blackbox.map_batches`; groups mode: `coalitions.reduce_coalitions`, the
+chunked evaluation KernelSHAP uses), so thousands of rows (NormLIME) run as
+one call.
 """
 
 from __future__ import annotations
@@ -195,8 +197,7 @@ def _fit_ridge_shared_rows(shared: Array, own: Array, y: Array, w: Array,
   rows, cols = np.triu_indices(d)
   z1, w1 = shared[1:], w[:, 1:]
   m = n - 1
-  size = max(1, min(chunk, m))
-  num = -(-m // size)
+  num, size = bb.even_chunks(m, chunk)
   pad = num * size - m
   zp = jnp.concatenate([z1, jnp.zeros((pad, d), z1.dtype)]) if pad else z1
   wp = jnp.concatenate([w1, jnp.zeros((b, pad), w1.dtype)], 1) if pad else w1

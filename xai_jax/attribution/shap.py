@@ -404,7 +404,8 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
     KernelExplainer): the coalition sizes `{s, d - s}` whose subsets the budget
     covers are enumerated with exact weights, and the rest of the budget is
     drawn from the Shapley-kernel distribution restricted to the other sizes
-    (`sample_shapley_coalitions`; paired = antithetic `(z, 1 - z)`), each
+    (`coalitions.sample_sized_coalitions`; paired = antithetic
+    `(z, 1 - z)`), each
     with an equal share of the remaining kernel mass (the consistent
     estimator of Covert & Lee with `A` and `b` both estimated). With
     `enumerate_sizes=False` all coalitions are sampled. `stratify=True`
