@@ -278,25 +278,22 @@ def _group_samples(key: Array | int, n: int, g: int, sampling: str) -> Array:
   return z.at[0].set(True)
 
 
+def _feature_stat(name: str, value: Any, default: Array) -> Array:
+  """A per-feature statistic `[d]`: `value` flattened, or `default` if None."""
+  if value is None:
+    return default
+  out = jnp.asarray(value, default.dtype).reshape(-1)
+  if out.shape != default.shape:
+    raise ValueError(f'{name} must have {default.shape[0]} values (one per '
+                     f'input element), got shape {np.shape(value)}.')
+  _checks.check_array(name, out, finite=True)
+  return out
+
+
 def _tabular_stats(x_flat: Array, feature_mean: Any, feature_std: Any
                    ) -> tuple[Array, Array]:
-  d = x_flat.shape[1]
-  if feature_mean is None:
-    mu = jnp.mean(x_flat, axis=0)
-  else:
-    mu = jnp.asarray(feature_mean, x_flat.dtype).reshape(-1)
-    if mu.shape != (d,):
-      raise ValueError(f'feature_mean must have {d} values (one per input '
-                       f'element), got shape {np.shape(feature_mean)}.')
-  if feature_std is None:
-    sd = jnp.std(x_flat, axis=0)
-  else:
-    sd = jnp.asarray(feature_std, x_flat.dtype).reshape(-1)
-    if sd.shape != (d,):
-      raise ValueError(f'feature_std must have {d} values (one per input '
-                       f'element), got shape {np.shape(feature_std)}.')
-  _checks.check_array('feature_mean', mu, finite=True)
-  _checks.check_array('feature_std', sd, finite=True)
+  mu = _feature_stat('feature_mean', feature_mean, jnp.mean(x_flat, axis=0))
+  sd = _feature_stat('feature_std', feature_std, jnp.std(x_flat, axis=0))
   if not _checks.is_tracer(sd) and bool(jnp.any(sd < 0)):
     raise ValueError('feature_std must be non-negative.')
   # StandardScaler: a zero standard deviation becomes 1.
