@@ -44,7 +44,7 @@ def _occlusion_core(box, x, baseline, target, groups, *, space, chunk):
 
   def one(xi, bi, ti):
     def item(g):
-      return f(jnp.where(groups.assignment == g, bi, xi), ti)
+      return f(masking.apply_mask(xi, groups.assignment != g, bi), ti)
     return f(xi, ti) - bb.map_in_chunks(item, ids, chunk)
 
   return jax.vmap(one)(x, baseline, t)
@@ -159,7 +159,7 @@ def _rise_image_core(box, x, baseline, target, key, p1, *, space, num_masks,
     def item(i):
       m = rise_mask(jax.random.fold_in(key, i), hw, grid, p1).astype(xi.dtype)
       mc = m[..., None] if xi.ndim == 3 else m
-      return f(mc * xi + (1 - mc) * bi, ti) * m                 # Eq. 6 term
+      return f(masking.apply_mask(xi, mc, bi), ti) * m          # Eq. 6 term
     return bb.sum_in_chunks(item, idx, chunk) / (num_masks * p1)
 
   return jax.vmap(one)(x, baseline, t)                         # [b, H, W]
@@ -176,7 +176,7 @@ def _rise_groups_core(box, x, baseline, target, groups, key, p1, *, space,
     def item(i):
       m = jax.random.bernoulli(jax.random.fold_in(key, i), p1,
                                (groups.num_groups,))
-      s = f(jnp.where(groups.expand(m), xi, bi), ti)
+      s = f(masking.apply_mask(xi, groups.expand(m), bi), ti)
       return s * m.astype(s.dtype)
     return bb.sum_in_chunks(item, idx, chunk) / (num_masks * p1)
 
