@@ -68,22 +68,13 @@ def prepare(model: bb.BlackBox | Callable, x: Any, *, name: str = 'x',
   Raises:
     ValueError: naming `name` for a wrong shape, dtype or non-finite values.
   """
-  if not hasattr(x, 'shape') or not hasattr(x, 'dtype'):
-    if isinstance(x, (list, tuple)):
-      x = np.asarray(x)
-    else:
-      raise ValueError(f'{name} must be an array [batch, *input_shape], got '
-                       f'{type(x).__name__}.')
+  x = _checks.as_array(name, x)
   if not isinstance(model, bb.BlackBox):
     if input_shape is None:
       _checks.check_array(name, x, min_ndim=2)
       input_shape = tuple(x.shape[1:])
     model = bb.as_blackbox(model, input_shape=input_shape)
-  model.check_input(x, name, finite=True)
-  if x.shape[0] == 0:
-    raise ValueError(f'{name} must hold at least one example, got shape '
-                     f'{tuple(x.shape)}.')
-  return model, jnp.asarray(x)
+  return model, _checks.check_model_input(model, x, name)
 
 
 def check_target(box: bb.BlackBox, target: Any, batch: int) -> Array | None:
