@@ -11,11 +11,14 @@ key=None, target=None) -> Explanation`, and is registered by name in
   explainer = method.fit(0, box, x_train, k=4)
   out = method.explain(explainer, x_test)   # out.scores, out.mask
 
-Modules: `blackbox` (adapters, chunked evaluation), `relax` (relaxed top-k),
-`masking` (feature groups, baselines), `train` (the optax loop), `nets`
-(explainer networks), `attribution` (gradients, IG, SmoothGrad, Grad-CAM,
-occlusion, RISE, LIME, Shapley values), `metrics`, `data`, `models`,
-`protocol`, and the methods (`l2x`).
+Modules, one home per concern: `protocol` (the explainer protocol),
+`blackbox` (adapters, chunked evaluation), `relax` (relaxed top-k), `masking`
+(feature groups, baselines, masked inputs), `train` (the optax loop), `nets`
+(explainer networks), `realx` (REAL-X predictor, EVAL-X evaluator),
+`attribution` (gradients, IG, SmoothGrad, Grad-CAM, occlusion, RISE, LIME,
+Shapley values; `attribution.coalitions`), `metrics` (pure metric
+functions), `viz` (figures), `timing` (block timer), `data`, `models`, and the
+methods (`l2x`).
 """
 
 from xai_jax import attribution
@@ -27,8 +30,11 @@ from xai_jax import metrics
 from xai_jax import models
 from xai_jax import nets
 from xai_jax import protocol
+from xai_jax import realx
 from xai_jax import relax
+from xai_jax import timing
 from xai_jax import train
+from xai_jax import viz
 from xai_jax.blackbox import BlackBox
 from xai_jax.blackbox import from_jax
 from xai_jax.blackbox import from_linen
@@ -39,8 +45,8 @@ from xai_jax.masking import patch_groups
 from xai_jax.relax import concrete_topk
 from xai_jax.relax import hard_topk
 from xai_jax.relax import perturbed_topk
-from xai_jax.relax import straight_through_topk
 from xai_jax.protocol import Explanation
+from xai_jax.relax import straight_through_topk
 from xai_jax.relax import subset_topk
 
 # name -> method (a module or a small object with default_config/fit/explain).

@@ -678,10 +678,8 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
 # =============================================================================
 
 
-# The EVAL-X evaluator and its training are defined in `xai_jax.realx`; both
-# names are also reachable from here.
-Evaluator = realx.Evaluator
-train_evalx = realx.train_evalx
+# The EVAL-X evaluator and its training live in `xai_jax.realx`; the metrics
+# below score a selection with a trained `realx.Evaluator`.
 
 
 @functools.partial(jax.jit, static_argnames=('soft', 'chunk'))
@@ -699,11 +697,12 @@ def _evalx_core(evaluator, x, keep, y, soft, chunk):
   return correct, ll, jnp.exp(lp), auc
 
 
-def _evalx_prepare(evaluator: Evaluator, x: Array, selection: Array,
+def _evalx_prepare(evaluator: realx.Evaluator, x: Array, selection: Array,
                    labels: Array, groups: masking.FeatureGroups | None
                    ) -> tuple[Array, Array, bool]:
-  if not isinstance(evaluator, Evaluator):
-    raise ValueError(f'evaluator must be an Evaluator (from train_evalx), got '
+  if not isinstance(evaluator, realx.Evaluator):
+    raise ValueError(f'evaluator must be a realx.Evaluator (from '
+                     f'realx.train_evalx), got '
                      f'{type(evaluator).__name__}.')
   x = _checks.check_model_input(evaluator.box, x)
   groups = groups if groups is not None else evaluator.groups
@@ -714,7 +713,7 @@ def _evalx_prepare(evaluator: Evaluator, x: Array, selection: Array,
   return keep, y, soft
 
 
-def evalx_accuracy(evaluator: Evaluator, x: Array, selection: Array,
+def evalx_accuracy(evaluator: realx.Evaluator, x: Array, selection: Array,
                    labels: Array, *,
                    groups: masking.FeatureGroups | None = None,
                    batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
@@ -743,7 +742,7 @@ def evalx_accuracy(evaluator: Evaluator, x: Array, selection: Array,
           'log_likelihood': ll, 'log_likelihood_mean': jnp.mean(ll)}
 
 
-def evalx_auroc(evaluator: Evaluator, x: Array, selection: Array,
+def evalx_auroc(evaluator: realx.Evaluator, x: Array, selection: Array,
                 labels: Array, *, groups: masking.FeatureGroups | None = None,
                 batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
   """EVAL-X AUROC (eAUROC, Jethani et al. 2021) of a binary task: the AUROC
@@ -762,7 +761,7 @@ def evalx_auroc(evaluator: Evaluator, x: Array, selection: Array,
     `evalx_auroc` `[]` (NaN if only one class is present) and `prob`
     `[batch]`, q(y=1 | x_S).
   """
-  if isinstance(evaluator, Evaluator) and evaluator.num_classes != 2:
+  if isinstance(evaluator, realx.Evaluator) and evaluator.num_classes != 2:
     raise ValueError(f'evalx_auroc needs a binary evaluator, this one has '
                      f'{evaluator.num_classes} classes; use evalx_accuracy.')
   keep, y, soft = _evalx_prepare(evaluator, x, selection, labels, groups)
@@ -1108,9 +1107,8 @@ def shapley_error(estimate: Array, reference: Array) -> dict[str, Array]:
 
 
 __all__ = [
-    'Evaluator', 'auroc', 'deletion_insertion', 'effective_heat_ratio',
+    'auroc', 'deletion_insertion', 'effective_heat_ratio',
     'effective_heat_ratio_curve', 'evalx_accuracy', 'evalx_auroc',
     'infidelity', 'median_rank', 'pointing_game', 'posthoc_accuracy',
     'sensitivity_n', 'shapley_error', 'top_k_mask', 'tpr_fdr_at_k',
-    'train_evalx',
 ]
