@@ -209,8 +209,3 @@ def test_train_evalx_checks_its_arguments():
     realx.train_evalx(None, x, np.zeros(4, np.int32))
   with pytest.raises(ValueError, match='baseline'):
     realx.train_evalx(key, x, np.zeros(4, np.int32), baseline=np.zeros(3))
-
-
-def test_metrics_keeps_the_evalx_names():
-  assert M.train_evalx is realx.train_evalx
-  assert M.Evaluator is realx.Evaluator
