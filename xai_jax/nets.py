@@ -563,12 +563,13 @@ def make_approximator(modality: str, *, num_classes: int,
       'text' (`TextApproximator`).
     num_classes: number of outputs.
     k: the number of selected groups (the divisor of 'text's mean).
-    activation: key of `ACTIVATIONS` ('tabular' and 'image').
-    vocab_size: V (needed for 'text').
-    **kwargs: further fields of the module.
+    activation: hidden activation, a key of `ACTIVATIONS` (used by the
+      'tabular' and 'image' nets).
+    vocab_size: V, the vocabulary size of 'text'.
+    **kwargs: further fields of the approximator module.
 
   Returns:
-    An unbound linen module.
+    An unbound linen module `(x, mask) -> logits`.
   """
   _check_factory(modality, activation)
   if modality == 'tabular':
