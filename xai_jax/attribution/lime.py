@@ -197,7 +197,10 @@ def _fit_ridge_shared_rows(shared: Array, own: Array, y: Array, w: Array,
   rows, cols = np.triu_indices(d)
   z1, w1 = shared[1:], w[:, 1:]
   m = n - 1
-  num, size = bb.even_chunks(m, chunk)
+  # Full chunks of `chunk` rows (a multiple of 8 keeps the matmul aligned;
+  # the zero padding of the last chunk adds nothing to the moments).
+  size = max(1, min(chunk, m))
+  num = -(-m // size)
   pad = num * size - m
   zp = jnp.concatenate([z1, jnp.zeros((pad, d), z1.dtype)]) if pad else z1
   wp = jnp.concatenate([w1, jnp.zeros((b, pad), w1.dtype)], 1) if pad else w1
