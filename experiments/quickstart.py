@@ -19,8 +19,8 @@ under 2 minutes on 2 CPU cores):
    per regime) in --workdir.
 
 Expected result (seed 0, 2 CPU cores; docs/l2x.md#quickstart has the whole
-table): median rank of the true features L2X 3.36, saliency 4.19,
-integrated gradients 4.45, KernelSHAP 4.54, random 5.47 (optimum 3.0).
+table): median rank of the true features L2X 3.41, saliency 4.27,
+integrated gradients 4.54, KernelSHAP 4.63, random 5.47 (optimum 3.0).
 
 The full paper protocol (10^6 training rows, 3 seeds, every sampler) is
 `python -m experiments.l2x --config=experiments/configs/l2x.py:switch`; see
