@@ -24,15 +24,15 @@ every table with its command):
   tabular            MLP 10->200->200->2 on an L2X synthetic set (`data`,
                      default 'switch'), trained on the soft targets P(Y|X);
                      players = the 10 features, exact Shapley values as the
-                     reference. Saliency median rank 3.31 (optimum 3.0,
+                     reference. Saliency median rank 3.41 (optimum 3.0,
                      random 5.86).
   images             CNN on synthetic pattern images (28x28, 4 classes) with
                      ground-truth pattern masks; players = 7x7 patches of 4x4.
-                     Occlusion pointing game 0.938 (random 0.125).
+                     Occlusion pointing game 1.0 (random 0.125).
   fashion_mnist      CNN on Fashion-MNIST (no ground truth). Integrated
-                     gradients deletion AUC 0.183 (random 0.474).
+                     gradients deletion AUC 0.149 (random 0.506).
   fashion_mnist_vit  small ViT on Fashion-MNIST (no Grad-CAM). Occlusion
-                     deletion AUC 0.118 (random 0.29).
+                     deletion AUC 0.0609 (random 0.252).
 
 metrics.json keys (flat):
   blackbox/test_accuracy, blackbox/train_seconds, num_explain, run_seconds
