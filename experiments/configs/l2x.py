@@ -218,7 +218,7 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   if arg in ('fashion_mnist', 'fashion_mnist_pair'):
     c.data = 'fashion_mnist'
     # q = the frozen CNN on x_S: a co-trained approximator reads the class
-    # from where the patches are (post-hoc accuracy 0.650 on the pair, 0.175
+    # from where the patches are (post-hoc accuracy 0.823 on the pair, 0.271
     # on 10 classes); `--config.approximator=learned` is the paper's setup.
     c.approximator = 'blackbox'
     c.num_train, c.num_test = 60_000, 10_000
