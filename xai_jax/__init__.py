@@ -18,7 +18,7 @@ Modules, one home per concern: `protocol` (the explainer protocol),
 `attribution` (gradients, IG, SmoothGrad, Grad-CAM, occlusion, RISE, LIME,
 Shapley values; `attribution.coalitions`), `metrics` (pure metric
 functions), `viz` (figures), `timing` (block timer), `data`, `models`, and the
-methods (`l2x`).
+methods (`l2x`, `normlime`).
 """
 
 from xai_jax import attribution
@@ -29,6 +29,7 @@ from xai_jax import masking
 from xai_jax import metrics
 from xai_jax import models
 from xai_jax import nets
+from xai_jax import normlime
 from xai_jax import protocol
 from xai_jax import realx
 from xai_jax import relax
@@ -52,6 +53,7 @@ from xai_jax.relax import subset_topk
 # name -> method (a module or a small object with default_config/fit/explain).
 EXPLAINERS = {
     'l2x': l2x,
+    'normlime': normlime,
     **protocol.ATTRIBUTION_EXPLAINERS,
 }
 
