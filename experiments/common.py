@@ -28,6 +28,7 @@ from xai_jax import train
 from xai_jax.data import synthetic
 
 TABULAR = tuple(synthetic.TABULAR)
+REAL_TABULAR = ('breast_cancer',)
 IMAGE_DATA = ('images', 'fashion_mnist')
 TEXT_DATA = ('text', 'imdb')
 IMAGE_SHAPE = (28, 28, 1)
@@ -40,14 +41,14 @@ IMAGE_SHAPE = (28, 28, 1)
 
 def modality_of(data: str) -> str:
   """'tabular', 'image' or 'text' for a data set name (ValueError if unknown)."""
-  if data in TABULAR:
+  if data in TABULAR or data in REAL_TABULAR:
     return 'tabular'
   if data in IMAGE_DATA:
     return 'image'
   if data in TEXT_DATA:
     return 'text'
   raise ValueError(f'config.data={data!r} is not supported; expected one of '
-                   f'{list(TABULAR + IMAGE_DATA + TEXT_DATA)}.')
+                   f'{list(TABULAR + REAL_TABULAR + IMAGE_DATA + TEXT_DATA)}.')
 
 
 def load_data(config: ml_collections.ConfigDict, *, num_classes: int = 4
@@ -67,7 +68,8 @@ def load_data(config: ml_collections.ConfigDict, *, num_classes: int = 4
     num_classes: classes of the synthetic images.
   Returns:
     `(train, test)` with `num_train` and `num_test` rows (Fashion-MNIST
-    pairs: the pair's rows among them).
+    pairs: the pair's rows among them; breast_cancer: scikit-learn's 569 rows
+    split 75/25 by `seed`, whatever num_train and num_test say).
   """
   name, get = config.data, config.get
   s_train, s_test = 2 * config.seed, 2 * config.seed + 1
@@ -75,6 +77,10 @@ def load_data(config: ml_collections.ConfigDict, *, num_classes: int = 4
   if name in TABULAR:
     return (synthetic.make_tabular(name, n_train, s_train),
             synthetic.make_tabular(name, n_test, s_test))
+  if name == 'breast_cancer':
+    from xai_jax.data import sklearn_sets  # pylint: disable=g-import-not-at-top
+    return (sklearn_sets.load_breast_cancer('train', config.seed),
+            sklearn_sets.load_breast_cancer('test', config.seed))
   if name == 'images':
     kw = dict(num_classes=num_classes, patch=get('patch', None) or 4)
     return (synthetic.make_images(n_train, s_train, **kw),
@@ -133,6 +139,8 @@ def eval_labels(ds: synthetic.Dataset) -> np.ndarray:
 def input_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   """The shape of one input of `config.data` (for restoring a model)."""
   modality = modality_of(config.data)
+  if config.data == 'breast_cancer':
+    return (30,)
   if modality == 'tabular':
     return (synthetic.NUM_TABULAR_FEATURES,)
   if modality == 'image':

@@ -27,7 +27,10 @@ def _loop_normlime(w, ids, y, f, c, variant='squared', positive_only=False):
       if ids[i, j] < 0 or (positive_only and w[i, j] <= 0):
         continue
       num = w[i, j] ** 2 if variant == 'squared' else abs(w[i, j])
-      sums[y[i], ids[i, j]] += num / norm if norm > 0 else 0.0
+      if variant == 'avg':
+        sums[y[i], ids[i, j]] += num
+      else:
+        sums[y[i], ids[i, j]] += num / norm if norm > 0 else 0.0
       counts[y[i], ids[i, j]] += 1
   per_class = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
   per_class[~np.isin(np.arange(c), y)] = np.nan
@@ -45,7 +48,7 @@ def _random_local(seed, n=40, m=6, f=9, c=4):
   return w, ids, y, f, c
 
 
-@pytest.mark.parametrize('variant', ['squared', 'abs'])
+@pytest.mark.parametrize('variant', ['squared', 'abs', 'avg'])
 @pytest.mark.parametrize('positive_only', [False, True])
 def test_aggregate_matches_the_formula_loop(variant, positive_only):
   w, ids, y, f, c = _random_local(0)

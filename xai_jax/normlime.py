@@ -16,7 +16,10 @@ explanation, averaged over the *occurrences* of c (not over all instances).
 The global map pools every label: the same mean over all occurrences of c.
 
 * `variant='squared'` is the formula above (the authors' code);
-  `variant='abs'` uses |w_f| / ||w||_1 (the paper's prose reading).
+  `variant='abs'` uses |w_f| / ||w||_1 (the paper's prose reading);
+  `variant='avg'` is the plain mean |w_f| over occurrences (no per-instance
+  normalisation; InterpretDL's 'avg', used here to aggregate KernelSHAP and
+  gradients into global maps the same way).
 * `positive_only=True` (the authors' text variant): only occurrences with a
   positive weight enter the mean (the L1 norm still counts every weight).
 * A feature that never occurs gets 0 with count 0. A class with no explained
@@ -70,7 +73,7 @@ from xai_jax import attribution
 
 Array = jax.Array
 
-VARIANTS = ('squared', 'abs')
+VARIANTS = ('squared', 'abs', 'avg')
 MODES = ('auto', 'tabular', 'groups')
 
 
@@ -93,8 +96,8 @@ def default_config() -> ml_collections.ConfigDict:
       'mean', a float); tokens are replaced by `pad_id`.
     sampling, distance_scale: LIME's group sampling and cosine scale (None:
       the package defaults per modality).
-    variant: 'squared' (w^2 / ||w||_1, the authors' code) or 'abs'
-      (|w| / ||w||_1).
+    variant: 'squared' (w^2 / ||w||_1, the authors' code), 'abs'
+      (|w| / ||w||_1) or 'avg' (mean |w|, no normalisation).
     positive_only: only positive weights enter (the authors' text variant).
     vocab_size: text: the number of global features V (None: max(x) + 1).
     pad_id: text: padding token, left out of the maps (None: keep it).
@@ -197,7 +200,10 @@ def _aggregate(weights: Array, ids: Array, labels: Array, *,
   w = jnp.where(valid, weights, 0.0)
   norm = jnp.sum(jnp.abs(w), -1, keepdims=True)                   # ||w||_1
   num = w ** 2 if variant == 'squared' else jnp.abs(w)
-  contrib = jnp.where(norm > 0, num / jnp.where(norm > 0, norm, 1.0), 0.0)
+  if variant == 'avg':
+    contrib = num
+  else:
+    contrib = jnp.where(norm > 0, num / jnp.where(norm > 0, norm, 1.0), 0.0)
   occurs = valid & (w > 0) if positive_only else valid
   seg = jnp.where(occurs, labels[:, None] * f_ + ids, c_ * f_)    # c_*f_: drop
   seg = seg.reshape(-1)
@@ -221,7 +227,9 @@ def aggregate(weights: Any, feature_ids: Any, labels: Any, *,
       NormLIME_y(c) = mean over {(i, f): y_i = y, c(i, f) = c} of
                       (w_f^(i))^2 / sum_f' |w_f'^(i)|
 
-  (`variant='abs'`: |w_f^(i)| in the numerator). The global map is the same
+  (`variant='abs'`: |w_f^(i)| in the numerator; `variant='avg'`: the mean
+  |w_f^(i)| without the normalisation, InterpretDL's 'avg', the way to turn
+  any per-instance attribution into a global map). The global map is the same
   mean over the occurrences of every label. One jitted segment reduction;
   the result does not depend on the order of the instances.
 
@@ -233,7 +241,7 @@ def aggregate(weights: Any, feature_ids: Any, labels: Any, *,
       `[0, num_classes)`.
     num_features: F.
     num_classes: C.
-    variant: 'squared' or 'abs'.
+    variant: 'squared', 'abs' or 'avg'.
     positive_only: only positive weights count as occurrences.
   Returns:
     `NormLIMEMaps(global_ [F], per_class [C, F], counts [C, F])`; a feature

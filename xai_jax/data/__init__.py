@@ -4,6 +4,7 @@
     train = data.load('xor', n=10**6, key_or_seed=0)    # L2X §4.1 tabular
     imgs = data.load('images', n=10_000, key_or_seed=0)  # pattern-in-clutter
     fm = data.load('fashion_mnist', split='test')        # Debian's IDX files
+    bc = data.load('breast_cancer', split='train')       # scikit-learn's copy
     mnist = data.load('tfds:mnist', split='train', data_dir='/data/tfds')
 
 Every loader returns a `Dataset` (numpy arrays: x [n, ...], y [n], probs,
@@ -21,6 +22,7 @@ from xai_jax.data.fashion_mnist import class_pair
 from xai_jax.data.fashion_mnist import load_fashion_mnist
 from xai_jax.data.fashion_mnist import read_idx
 from xai_jax.data.fashion_mnist import write_idx
+from xai_jax.data.sklearn_sets import load_breast_cancer
 from xai_jax.data.synthetic import Dataset
 from xai_jax.data.synthetic import decode_tokens
 from xai_jax.data.synthetic import make_images
@@ -61,6 +63,7 @@ REGISTRY: dict[str, Callable[..., Dataset]] = {
     'images': make_images,
     'text': make_text,
     'fashion_mnist': load_fashion_mnist,
+    'breast_cancer': load_breast_cancer,
 }
 
 
@@ -69,7 +72,8 @@ def load(name: str, **kw: Any) -> Dataset:
 
   Names: 'xor', 'orange_skin', 'nonlinear_additive', 'switch'
   (`make_tabular(name, n, key_or_seed, ...)`), 'images' (`make_images`),
-  'text' (`make_text`), 'fashion_mnist' (`load_fashion_mnist`) and
+  'text' (`make_text`), 'fashion_mnist' (`load_fashion_mnist`),
+  'breast_cancer' (`load_breast_cancer`, scikit-learn's bundled copy) and
   'tfds:<tfds name>' (`load_tfds(<tfds name>, ...)`), e.g. 'tfds:mnist'.
 
   Raises:
@@ -89,7 +93,7 @@ __all__ = [
     'Dataset', 'FASHION_MNIST_CLASSES', 'REGISTRY', 'TABULAR',
     'TABULAR_FEATURES', 'TABULAR_K', 'TFDS_PREFIX', 'build_vocab',
     'class_pair', 'decode_tokens', 'encode_texts', 'load',
-    'load_fashion_mnist', 'load_tfds', 'make_images', 'make_patterns',
+    'load_breast_cancer', 'load_fashion_mnist', 'load_tfds', 'make_images', 'make_patterns',
     'make_tabular', 'make_text', 'nonlinear_additive_logit',
     'nonlinear_additive_probs', 'oracle_blackbox', 'orange_skin_logit', 'orange_skin_probs',
     'probs_from_logit', 'read_idx', 'switch_probs', 'text_vocab', 'tokenize',
