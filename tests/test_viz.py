@@ -45,6 +45,32 @@ def test_heatmap_overlays(tmp_path):
     viz.heatmap_overlays(x[..., 0], maps)
 
 
+def test_map_grid_one_titled_panel_per_map(tmp_path):
+  maps = np.random.default_rng(0).uniform(size=(7, 8, 8, 1))
+  fig = viz.map_grid(maps, [f'class {i}' for i in range(7)], columns=3)
+  assert len(fig.axes) == 9                          # 3 x 3, two blank
+  assert fig.axes[6].get_title() == 'class 6' and not fig.axes[7].axison
+  _saved(fig, tmp_path, 'grid.png')
+  with pytest.raises(ValueError, match='titles'):
+    viz.map_grid(maps, ['a'])
+  with pytest.raises(ValueError, match='maps'):
+    viz.map_grid(np.zeros((2, 3)), ['a', 'b'])
+
+
+def test_map_bars_top_features_in_order(tmp_path):
+  maps = {'global': np.array([0.1, 0.5, 0.2, 0.0]),
+          'class 0': np.array([0.3, 0.0, 0.0, 0.9])}
+  fig = viz.map_bars(maps, labels=['a', 'b', 'c', 'd'], top=2, title='t')
+  assert len(fig.axes) == 2
+  assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ['b', 'c']
+  assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ['d', 'a']
+  _saved(fig, tmp_path, 'bars.png')
+  with pytest.raises(ValueError, match='same length'):
+    viz.map_bars({'a': np.ones(3), 'b': np.ones(4)})
+  with pytest.raises(ValueError, match='labels'):
+    viz.map_bars(maps, labels=['a'])
+
+
 def test_selected_patches(tmp_path):
   x = np.random.default_rng(1).uniform(size=(4, 8, 8, 1))
   groups = masking.patch_groups((8, 8, 1), 4)         # 2 x 2 patches

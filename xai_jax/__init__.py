@@ -11,14 +11,14 @@ key=None, target=None) -> Explanation`, and is registered by name in
   explainer = method.fit(0, box, x_train, k=4)
   out = method.explain(explainer, x_test)   # out.scores, out.mask
 
-Modules, one home per concern: `protocol` (the explainer protocol),
-`blackbox` (adapters, chunked evaluation), `relax` (relaxed top-k), `masking`
-(feature groups, baselines, masked inputs), `train` (the optax loop), `nets`
-(explainer networks), `realx` (REAL-X predictor, EVAL-X evaluator),
-`attribution` (gradients, IG, SmoothGrad, Grad-CAM, occlusion, RISE, LIME,
-Shapley values; `attribution.coalitions`), `metrics` (pure metric
-functions), `viz` (figures), `timing` (block timer), `data`, `models`, and the
-methods (`l2x`, `normlime`).
+Modules, one home per concern: `protocol` (the explainer protocol), `blackbox`
+(adapters, chunked evaluation), `relax` (relaxed top-k), `masking` (feature
+groups, baselines, masked inputs), `train` (the optax loop), `nets` (explainer
+networks), `realx` (REAL-X predictor, EVAL-X evaluator), `attribution`
+(gradients, IG, SmoothGrad, Grad-CAM, occlusion, RISE, LIME, Shapley values;
+`attribution.coalitions`), `metrics` (pure metric functions), `retrain` (keep-
+and-retrain, remove-and-retrain), `viz` (figures), `timing` (block timer),
+`data`, `models`, and the methods (`l2x`, `normlime`).
 """
 
 from xai_jax import attribution
@@ -33,6 +33,7 @@ from xai_jax import normlime
 from xai_jax import protocol
 from xai_jax import realx
 from xai_jax import relax
+from xai_jax import retrain
 from xai_jax import timing
 from xai_jax import train
 from xai_jax import viz

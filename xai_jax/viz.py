@@ -10,6 +10,10 @@ arrays:
 * `heatmap_overlays`: input-shaped attribution maps of images, one column a
   method (signed maps red/blue, non-negative maps red), ground-truth
   outlined;
+* `map_grid`: a grid of image-shaped maps, one titled panel each (e.g.
+  NormLIME's global and per-class maps);
+* `map_bars`: one bar chart per global map (e.g. NormLIME's global and
+  per-class maps over tabular columns or vocabulary ids);
 * `selected_patches`: images with the selected patches kept and outlined,
   the rest dimmed (L2X and other selection methods on images);
 * `token_highlights`: token rows with the selected words highlighted;
@@ -134,6 +138,95 @@ def heatmap_overlays(images: Any, maps: Mapping[str, Any], *,
   for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
+  fig.tight_layout()
+  return fig
+
+
+def map_grid(maps: Any, titles: Sequence[str], *, columns: int = 6,
+             cmap: str = 'Reds') -> Figure:
+  """Image-shaped maps side by side, one titled panel each.
+
+  Args:
+    maps: `[n, H, W]` or `[n, H, W, C]` (channels summed) maps, e.g.
+      NormLIME's class maps expanded to pixels by `FeatureGroups.expand`.
+    titles: n panel titles.
+    columns: panels per row.
+    cmap: matplotlib colour map; each panel is scaled to its own maximum.
+  Returns:
+    the figure.
+  Raises:
+    ValueError: maps not `[n, H, W(, C)]`, or a title count other than n.
+  """
+  plt = pyplot()
+  m = np.asarray(maps, np.float32)
+  if m.ndim == 4:
+    m = m.sum(-1)
+  if m.ndim != 3:
+    raise ValueError(f'maps must be [n, H, W] or [n, H, W, C], got shape '
+                     f'{np.shape(maps)}.')
+  titles = list(titles)
+  if len(titles) != m.shape[0]:
+    raise ValueError(f'titles must name the {m.shape[0]} maps, got '
+                     f'{len(titles)}.')
+  cols = max(1, min(int(columns), m.shape[0]))
+  rows = -(-m.shape[0] // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.65 * rows),
+                           squeeze=False)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_axis_off()
+  for i in range(m.shape[0]):
+    ax = axes.ravel()[i]
+    ax.set_axis_on()
+    hi = float(np.nanmax(m[i])) if np.isfinite(m[i]).any() else 1.0
+    ax.imshow(m[i], cmap=cmap, vmin=min(0.0, float(np.nanmin(m[i]))),
+              vmax=max(hi, 1e-12))
+    ax.set_title(titles[i], fontsize=7)
+  fig.tight_layout()
+  return fig
+
+
+def map_bars(maps: Mapping[str, Any], *, labels: Sequence[str] | None = None,
+             top: int | None = None, title: str = '') -> Figure:
+  """Global importance maps as bar charts, one panel a map.
+
+  Args:
+    maps: panel title -> `[F]` importance per feature.
+    labels: F feature names for the ticks (default '0' ... 'F-1').
+    top: show only each panel's `top` largest features, in decreasing order
+      (None: every feature in its own order).
+    title: the figure's title.
+  Returns:
+    the figure (one axes a panel).
+  Raises:
+    ValueError: no maps, maps of different lengths, or a label count other
+      than F.
+  """
+  plt = pyplot()
+  if not maps:
+    raise ValueError('maps must hold at least one map.')
+  arrays = {k: np.asarray(v, np.float32).reshape(-1) for k, v in maps.items()}
+  sizes = {a.shape[0] for a in arrays.values()}
+  if len(sizes) != 1:
+    raise ValueError(f'maps must all have the same length, got {sorted(sizes)}.')
+  f = sizes.pop()
+  labels = [str(i) for i in range(f)] if labels is None else list(labels)
+  if len(labels) != f:
+    raise ValueError(f'labels must name the {f} features, got {len(labels)}.')
+  shown = f if top is None else max(1, min(int(top), f))
+  fig, axes = plt.subplots(len(arrays), 1,
+                           figsize=(max(4.0, 0.28 * shown + 1.5),
+                                    1.9 * len(arrays)), squeeze=False)
+  for ax, (name, a) in zip(axes[:, 0], arrays.items()):
+    order = (np.arange(f) if top is None
+             else np.argsort(-np.nan_to_num(a, nan=-np.inf), kind='stable')[:shown])
+    ax.bar(np.arange(shown), np.nan_to_num(a[order]), color='tab:red')
+    ax.set_xticks(np.arange(shown))
+    ax.set_xticklabels([labels[i] for i in order], rotation=90, fontsize=6)
+    ax.set_title(name, fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   return fig
 
@@ -412,6 +505,7 @@ def confusion(labels: Any, predictions: Any, num_classes: int, *,
 
 
 __all__ = [
-    'confusion', 'curves', 'feature_bars', 'heatmap_overlays', 'pyplot',
+    'confusion', 'curves', 'feature_bars', 'heatmap_overlays', 'map_bars', 'map_grid',
+    'pyplot',
     'save', 'selected_patches', 'selection_frequency', 'token_highlights',
 ]
