@@ -239,3 +239,25 @@ def test_explain_uses_the_global_map_for_a_class_never_seen():
   np.testing.assert_allclose(out.scores, np.broadcast_to(ex.maps.global_,
                                                          (2, 6)))
   assert np.isfinite(np.asarray(out.scores)).all()
+
+
+def test_switch_regime_maps_need_local_sampling():
+  """On L2X's switch set the maps per regime find each regime's features
+  when LIME samples around the row; lime's global sampling cannot."""
+  from xai_jax.data import synthetic
+  ds = synthetic.make_tabular('switch', 600, 1)
+  box = synthetic.oracle_blackbox('switch')
+  gt = np.asarray(ds.ground_truth, bool)
+  patterns, regime = np.unique(gt, axis=0, return_inverse=True)
+
+  def recall(around):
+    loc = normlime.local_explanations(0, box, ds.x, num_samples=500,
+                                      sample_around_instance=around)
+    maps = normlime.aggregate(loc.weights, loc.feature_ids,
+                              regime.reshape(-1), num_features=10,
+                              num_classes=2)
+    top = np.argsort(-np.asarray(maps.per_class), 1)[:, :5]
+    return np.mean([patterns[g][top[g]].mean() for g in range(2)])
+
+  assert recall(True) >= 0.8
+  assert recall(False) <= 0.6

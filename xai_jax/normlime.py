@@ -86,6 +86,12 @@ def default_config() -> ml_collections.ConfigDict:
     mode: 'auto' (tabular for float vectors, groups otherwise), 'tabular'
       or 'groups' (patches, tokens, any `FeatureGroups`).
     patch: patch size of the default image groups (a `patch x patch` grid).
+    sample_around_instance: tabular: LIME samples N(x, sigma^2) around
+      each row instead of the data distribution N(mu, sigma^2) (the `lime`
+      package's default, False). With False every row's surrogate is fit on
+      the same global samples, only re-weighted by distance, so LIME stays
+      close to one global linear fit and misses features that matter only
+      in part of the space (L2X's switch set: docs/normlime.md).
     kernel_width: LIME's kernel width w (None: the `lime` package default,
       0.75 sqrt(d) tabular, 0.25 groups, 25 tokens).
     alpha: LIME's ridge penalty (the `lime` package: 1; the authors' image
@@ -109,6 +115,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_samples = 1000
   c.mode = 'auto'
   c.patch = 4
+  c.sample_around_instance = False
   c.kernel_width = ml_collections.config_dict.placeholder(float)
   c.alpha = 1.0
   c.space = 'probs'
@@ -444,6 +451,7 @@ def local_explanations(key: Array | int | None, model: bb.BlackBox | Callable,
   if kind == 'tabular':
     flat = x.reshape(n, -1)
     opts.update(mode='tabular',
+                sample_around_instance=bool(cfg.sample_around_instance),
                 feature_mean=jnp.mean(flat, 0).reshape(box.input_shape),
                 feature_std=jnp.std(flat, 0).reshape(box.input_shape))
   else:
