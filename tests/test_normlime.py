@@ -261,3 +261,21 @@ def test_switch_regime_maps_need_local_sampling():
 
   local, global_ = recall(True), recall(False)
   assert local >= 0.8 and local > global_
+
+
+def test_cluster_segments_groups_similar_segments_across_images():
+  rng = np.random.default_rng(0)
+  d = np.concatenate([rng.normal(0, 0.1, (6, 4, 3)),
+                      rng.normal(5, 0.1, (6, 4, 3))], 1)        # [6, 8, 3]
+  present = np.ones((6, 8), bool)
+  present[:, 7] = False
+  ids = np.asarray(normlime.cluster_segments(0, d, present, num_clusters=2))
+  assert np.all(ids[:, 7] == -1)
+  assert len(set(ids[:, :4].ravel())) == 1 and len(set(ids[:, 4:7].ravel())) == 1
+  assert ids[0, 0] != ids[0, 4]
+  np.testing.assert_array_equal(
+      ids, normlime.cluster_segments(0, d, present, num_clusters=2))
+  with pytest.raises(ValueError, match='num_clusters'):
+    normlime.cluster_segments(0, d, present, num_clusters=100)
+  with pytest.raises(ValueError, match='present'):
+    normlime.cluster_segments(0, d, present[:, :3], num_clusters=2)

@@ -502,6 +502,76 @@ def _labels(box: bb.BlackBox, x: Array, target: Any, rows: int) -> Array:
   return jnp.asarray(t, jnp.int32)
 
 
+# ------------------------------------------------------------ superpixels
+@functools.partial(jax.jit, static_argnames=('num_clusters', 'num_iters'))
+def _kmeans(key: Array, points: Array, valid: Array, *, num_clusters: int,
+            num_iters: int) -> tuple[Array, Array]:
+  """Lloyd's k-means on `points[p, D]` (rows with `valid` False ignored)."""
+  w = valid.astype(points.dtype)
+  mean = (w @ points) / jnp.maximum(jnp.sum(w), 1.0)
+  std = jnp.sqrt((w @ (points - mean) ** 2) / jnp.maximum(jnp.sum(w), 1.0))
+  z = (points - mean) / jnp.where(std > 0, std, 1.0)
+  # k-means++ style seeding would need a sequential loop; a uniform draw of
+  # distinct valid points is enough for descriptor clustering.
+  start = jax.random.choice(key, points.shape[0], (num_clusters,),
+                            replace=False, p=w / jnp.sum(w))
+  centers = z[start]
+
+  def assign(c):
+    d2 = (jnp.sum(z ** 2, 1)[:, None] - 2.0 * z @ c.T
+          + jnp.sum(c ** 2, 1)[None])
+    return jnp.argmin(d2, 1)
+
+  def step(c, _):
+    a = assign(c)
+    sums = jax.ops.segment_sum(z * w[:, None], a, num_clusters)
+    cnt = jax.ops.segment_sum(w, a, num_clusters)
+    return jnp.where(cnt[:, None] > 0, sums / jnp.maximum(cnt, 1.0)[:, None],
+                     c), None
+
+  centers, _ = jax.lax.scan(step, centers, None, length=num_iters)
+  return jnp.where(valid, assign(centers), -1).astype(jnp.int32), centers
+
+
+def cluster_segments(key: Array | int, descriptors: Any, present: Any, *,
+                     num_clusters: int, num_iters: int = 25) -> Array:
+  """Global ids of per-image segments by k-means on their descriptors.
+
+  NormLIME needs the same id for "the same" feature in different images;
+  superpixels differ per image, so (as InterpretDL does with a KMeans over
+  superpixel features) the segments of every image are clustered and a
+  segment's global id is its cluster. Descriptors are standardised over
+  the present segments; Lloyd's algorithm from `num_clusters` distinct
+  present segments drawn with `key`, jitted.
+
+  Args:
+    key: PRNG key or int seed.
+    descriptors: `[n, M, D]` per-segment descriptors (e.g.
+      `masking.segment_descriptors`: channel means and stds, centroid, area).
+    present: bool `[n, M]`, False for segment ids an image does not use.
+    num_clusters: F, the number of global features, <= the present segments.
+    num_iters: Lloyd iterations.
+  Returns:
+    int32 `[n, M]` global ids in `[0, num_clusters)`, -1 where not present
+    (pass as `feature_ids` to `fit` / `local_explanations`).
+  """
+  key = _checks.as_key('key', key, method='cluster_segments')
+  d = _checks.as_array('descriptors', descriptors)
+  _checks.check_array('descriptors', d, ndim=3, finite=True)
+  p = np.asarray(present)
+  if p.shape != tuple(d.shape[:2]) or p.dtype != bool:
+    raise ValueError(f'present must be bool of shape {tuple(d.shape[:2])}, got '
+                     f'{p.dtype} {p.shape}.')
+  k = _checks.check_int('num_clusters', num_clusters)
+  if k > int(p.sum()):
+    raise ValueError(f'num_clusters={k} exceeds the {int(p.sum())} present '
+                     'segments.')
+  ids, _ = _kmeans(key, d.reshape(-1, d.shape[-1]).astype(jnp.float32),
+                   jnp.asarray(p.reshape(-1)), num_clusters=k,
+                   num_iters=_checks.check_int('num_iters', num_iters))
+  return ids.reshape(p.shape)
+
+
 # ---------------------------------------------------------------- protocol
 def fit(key: Array | int | None, model: bb.BlackBox | Callable, x: Any,
         config: protocol.ConfigLike = None, *,
@@ -586,6 +656,7 @@ def explain(explainer: NormLIMEExplainer, x: Any, *, key: Any = None,
 
 __all__ = [
     'LocalExplanations', 'NormLIMEExplainer', 'NormLIMEMaps', 'SPLime',
-    'aggregate', 'default_config', 'explain', 'fit', 'local_explanations',
+    'aggregate', 'cluster_segments', 'default_config', 'explain', 'fit',
+    'local_explanations',
     'sp_lime',
 ]
