@@ -189,3 +189,54 @@ def test_sample_shapley_coalitions_pairs_and_seeds():
   assert not np.array_equal(unpaired[1::2], ~unpaired[0::2])
   with pytest.raises(ValueError, match='key'):
     C.sample_shapley_coalitions(None, 9, 5)
+
+
+# ------------------------------------------------------ batched groups
+def _batched_groups():
+  """Per-example groups of the D = 6 features into 3 ids (example 4 uses 2)."""
+  rng = np.random.RandomState(3)
+  ids = np.stack([rng.randint(0, 3, D) for _ in range(4)] +
+                 [np.array([0, 0, 1, 1, 0, 1])]).astype(np.int32)
+  return masking.FeatureGroups(jnp.asarray(ids), 3, (D,)), ids
+
+
+ZG = np.array(list(itertools.product([False, True], repeat=3)))  # [8, 3]
+V_BATCHED = np.stack([
+    _dense_values(BOX, X[i:i + 1], BASE[i:i + 1], np.asarray(T[i:i + 1]),
+                  ZG[:, ids])[0]
+    for i, ids in enumerate(_batched_groups()[1])])              # [5, 8]
+
+
+def test_masked_scores_expand_each_example_with_its_own_groups():
+  g, _ = _batched_groups()
+  got = C.masked_scores(SCORE, g, X, BASE, T, jnp.asarray(ZG))
+  np.testing.assert_allclose(got, V_BATCHED, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('chunk', [1024, 9, 3])
+def test_batched_groups_are_chunked_with_the_examples(chunk):
+  g, _ = _batched_groups()
+  m = np.asarray(jax.random.normal(jax.random.key(2), (ZG.shape[0], 4)))
+  p = C.plan(X.shape[0], ZG.shape[0], 1, chunk)
+  red, val = jax.jit(lambda x, b, t, gg: (
+      C.reduce_coalitions(SCORE, gg, x, b, t, C.fixed_chunks(
+          jnp.asarray(ZG), jnp.asarray(m), p), p, 4),
+      C.coalition_values(SCORE, gg, x, b, t, jnp.asarray(ZG), p)))(
+          X, BASE, T, g)
+  np.testing.assert_allclose(val, V_BATCHED, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(red, V_BATCHED @ m, rtol=1e-4, atol=1e-4)
+
+
+def test_batched_groups_of_another_batch_are_rejected():
+  g, _ = _batched_groups()
+  p = C.plan(4, ZG.shape[0], 1, 1024)
+  with pytest.raises(ValueError, match='groups are batched for 5'):
+    C.coalition_values(SCORE, g, X[:4], BASE[:4], T[:4], jnp.asarray(ZG), p)
+  with pytest.raises(ValueError, match='groups are batched for 5'):
+    C.reduce_coalitions(SCORE, g, X[:4], BASE[:4], T[:4], C.fixed_chunks(
+        jnp.asarray(ZG), jnp.ones((8, 1)), p), p, 1)
+  assert C.num_players(BOX, g) == 3
+  assert C.to_input_shape(jnp.zeros((5, 3)), BOX, g).shape == (5, 3)
+  C.require_shared_groups(masking.feature_groups((D,)), 'method')
+  with pytest.raises(ValueError, match='method needs groups shared'):
+    C.require_shared_groups(g, 'method')

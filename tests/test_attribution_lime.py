@@ -248,3 +248,72 @@ def test_int_seeds_are_keys():
     np.testing.assert_array_equal(a, b)
   with pytest.raises(ValueError, match='key'):
     xlime.lime(box, x, key=-1)
+
+
+# ---------------------------------------------- per-image (batched) groups
+def _image_box(shape=(4, 4, 2)):
+  k1, k2 = jax.random.split(jax.random.key(0))
+  d = int(np.prod(shape))
+  w1 = jax.random.normal(k1, (d, 8)) / np.sqrt(d)
+  w2 = jax.random.normal(k2, (8, 3))
+  f = lambda x: jax.nn.softmax(jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2)
+  return bb.from_jax(f, input_shape=shape, output='probs')
+
+
+def _segment_maps(num, m=5, shape=(4, 4, 2)):
+  """Random per-image segment maps broadcast over channels; image 2 uses
+  fewer ids than m."""
+  rng = np.random.RandomState(0)
+  return np.stack([np.broadcast_to(
+      rng.randint(0, m - 2 if i == 2 else m, shape[:2])[..., None], shape)
+      for i in range(num)]).astype(np.int32)
+
+
+def test_batched_groups_with_one_map_equal_shared_groups():
+  shape = (4, 4, 2)
+  box = _image_box(shape)
+  x = jax.random.normal(jax.random.key(1), (3, *shape))
+  ids = _segment_maps(1)[0]
+  shared = masking.FeatureGroups(jnp.asarray(ids), 5, shape, kind='segments')
+  batched = shared.replace(assignment=jnp.asarray(np.stack([ids] * 3)))
+  key = jax.random.key(4)
+  # chunk_size=70: several chunks of examples and of coalitions.
+  a = xlime.lime(box, x, key=key, mode='groups', groups=shared,
+                 num_samples=200, chunk_size=70)
+  b = xlime.lime(box, x, key=key, mode='groups', groups=batched,
+                 num_samples=200, chunk_size=70)
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_groups_equal_lime_on_each_example():
+  """Coalitions are shared by the batch, so example i of the batched call is
+  lime on x[i] alone with its own (shared) groups and the same key."""
+  shape = (4, 4, 2)
+  box = _image_box(shape)
+  x = jax.random.normal(jax.random.key(1), (3, *shape))
+  maps = _segment_maps(3)
+  g = masking.FeatureGroups(jnp.asarray(maps), 5, shape, kind='segments')
+  key = jax.random.key(4)
+  coef, info = xlime.lime(box, x, key=key, mode='groups', groups=g,
+                          num_samples=200, chunk_size=150, return_info=True)
+  assert coef.shape == (3, 5)
+  for i in range(3):
+    gi = g.replace(assignment=jnp.asarray(maps[i]))
+    ci, ii = xlime.lime(box, x[i:i + 1], key=key, mode='groups', groups=gi,
+                        num_samples=200, return_info=True)
+    np.testing.assert_allclose(coef[i], ci[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(info.score[i], ii.score[0], rtol=1e-4,
+                               atol=1e-5)
+  # Ids image 2 does not use switch nothing: only the ridge's shrinkage of
+  # chance correlations is left.
+  assert float(jnp.max(jnp.abs(coef[2, 3:]))) < 0.1 * float(
+      jnp.max(jnp.abs(coef[2, :3])))
+
+
+def test_batched_groups_of_another_batch_raise():
+  shape = (4, 4, 2)
+  box = _image_box(shape)
+  x = jax.random.normal(jax.random.key(1), (2, *shape))
+  g = masking.FeatureGroups(jnp.asarray(_segment_maps(3)), 5, shape)
+  with pytest.raises(ValueError, match='groups'):
+    xlime.lime(box, x, key=0, mode='groups', groups=g, num_samples=50)

@@ -146,3 +146,134 @@ def test_bad_inputs():
     masking.patch_groups((8, 8), 4).expand(jnp.ones((1, 5)))
   with pytest.raises(ValueError, match='blur'):
     masking.make_baseline('blur', jnp.ones((2, 3)))
+
+
+# ------------------------------------------------- per-image (batched) groups
+def _two_region_images():
+  """2 images 16x16x1, each with two flat regions (a different split)."""
+  imgs = np.zeros((2, 16, 16, 1), np.float32)
+  imgs[0, :, 8:] = 1.0                      # left / right
+  imgs[1, 10:, :] = 1.0                     # top / bottom
+  return imgs
+
+
+def test_superpixel_groups_slic_gives_consecutive_ids_per_image():
+  pytest.importorskip('skimage')
+  imgs = _two_region_images()
+  g = masking.superpixel_groups(imgs, n_segments=6, compactness=0.1)
+  assert g.batched and g.batch_size == 2 and g.kind == 'segments'
+  assert g.input_shape == (16, 16, 1) and g.assignment.shape == (2, 16, 16, 1)
+  assert g.assignment.dtype == jnp.int32
+  a = np.asarray(g.assignment[..., 0])
+  counts = []
+  for i in range(2):
+    ids = np.unique(a[i])
+    np.testing.assert_array_equal(ids, np.arange(ids.size))  # consecutive
+    counts.append(ids.size)
+    for s in ids:                         # segments follow the flat regions
+      assert np.unique(imgs[i, ..., 0][a[i] == s]).size == 1
+  assert g.num_groups == max(counts) >= 2
+  masking.check_groups(g, (16, 16, 1), batch=2)
+  # Channels share the pixel's id; quickshift converts grayscale to RGB.
+  rgb = np.repeat(imgs, 3, axis=-1)
+  g3 = masking.superpixel_groups(rgb, n_segments=6, compactness=0.1)
+  np.testing.assert_array_equal(g3.assignment[..., 0], g3.assignment[..., 2])
+  gq = masking.superpixel_groups(imgs, method='quickshift')
+  assert gq.assignment.shape == (2, 16, 16, 1) and gq.batched
+  gf = masking.superpixel_groups(imgs[..., 0], method='felzenszwalb')
+  assert gf.input_shape == (16, 16) and gf.num_groups == 2
+  with pytest.raises(ValueError, match='method'):
+    masking.superpixel_groups(imgs, method='watershed')
+  with pytest.raises(ValueError, match='images must be'):
+    masking.superpixel_groups(imgs[0, ..., 0])
+
+
+def test_superpixel_groups_without_scikit_image(monkeypatch):
+  import sys
+  monkeypatch.setitem(sys.modules, 'skimage', None)
+  monkeypatch.setitem(sys.modules, 'skimage.segmentation', None)
+  with pytest.raises(ImportError, match='pip install scikit-image'):
+    masking.superpixel_groups(_two_region_images())
+
+
+def _batched_groups(shape=(4, 4, 2), m=5, seed=0):
+  """Random per-example maps; example 2 leaves ids 3 and 4 unused."""
+  rng = np.random.RandomState(seed)
+  maps = [rng.randint(0, m, shape[:2]), rng.randint(0, m, shape[:2]),
+          rng.randint(0, 3, shape[:2])]
+  ids = np.stack([np.broadcast_to(a[..., None], shape) for a in maps])
+  return masking.FeatureGroups(jnp.asarray(ids, jnp.int32), m, shape,
+                               kind='segments'), ids
+
+
+def test_segment_descriptors_equal_a_numpy_loop():
+  g, ids = _batched_groups()
+  imgs = np.random.RandomState(1).uniform(size=(3, 4, 4, 2)).astype(np.float32)
+  desc, present = masking.segment_descriptors(jnp.asarray(imgs), g)
+  desc, present = np.asarray(desc), np.asarray(present)
+  assert desc.shape == (3, 5, 2 * 2 + 3) and desc.dtype == np.float32
+  rows, cols = np.meshgrid(np.arange(4) / 4, np.arange(4) / 4, indexing='ij')
+  for i in range(3):
+    for s in range(5):
+      sel = ids[i, ..., 0] == s
+      assert bool(present[i, s]) == bool(sel.any())
+      if not sel.any():
+        np.testing.assert_array_equal(desc[i, s], 0.0)
+        continue
+      px = imgs[i][sel]                                     # [p, C]
+      want = np.concatenate([px.mean(0), px.std(0),
+                             [rows[sel].mean(), cols[sel].mean(),
+                              sel.sum() / 16]])
+      np.testing.assert_allclose(desc[i, s], want, rtol=1e-5, atol=1e-6)
+  assert not bool(present[2, 3]) and not bool(present[2, 4])
+  # Shared groups describe every image with the same map.
+  gs = masking.patch_groups((4, 4, 2), 2)
+  d2, p2 = masking.segment_descriptors(jnp.asarray(imgs), gs)
+  assert d2.shape == (3, 4, 7) and bool(p2.all())
+  np.testing.assert_allclose(d2[:, :, -1], 0.25)
+  with pytest.raises(ValueError, match='groups'):
+    masking.segment_descriptors(jnp.asarray(imgs[:2]), g)
+
+
+def test_batched_groups_expand_reduce_and_checks():
+  g, ids = _batched_groups()
+  assert g.batched and not masking.patch_groups((4, 4, 2), 2).batched
+  mask = jax.random.bernoulli(jax.random.key(0), 0.5, (3, 5)).astype(
+      jnp.float32)
+  out = g.expand(mask)
+  assert out.shape == (3, 4, 4, 2)
+  for i in range(3):
+    gi = masking.FeatureGroups(jnp.asarray(ids[i]), 5, (4, 4, 2))
+    np.testing.assert_array_equal(out[i], gi.expand(mask[i]))
+  # Several masks per example: [batch, n, M] -> [batch, n, *input_shape].
+  many = jnp.stack([mask, 1 - mask], axis=1)
+  np.testing.assert_array_equal(g.expand(many)[:, 0], out)
+  vals = jax.random.normal(jax.random.key(1), (3, 4, 4, 2))
+  red = np.asarray(g.reduce(vals))
+  v = np.asarray(vals)
+  want = [[v[i][ids[i] == s].sum() for s in range(5)] for i in range(3)]
+  np.testing.assert_allclose(red, want, rtol=1e-5, atol=1e-5)
+  # reduce is the adjoint of expand, example by example.
+  np.testing.assert_allclose(jnp.sum(red * mask, -1),
+                             jnp.sum(vals * out, (1, 2, 3)), rtol=1e-5,
+                             atol=1e-5)
+  mean = g.reduce(vals, 'mean')
+  np.testing.assert_allclose(mean[2, 1], np.asarray(vals[2])[ids[2] == 1]
+                             .mean(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(mean[2, 3:], 0.0)          # unused ids
+  with pytest.raises(ValueError, match='group_mask'):
+    g.expand(mask[:2])
+  with pytest.raises(ValueError, match='group_mask'):
+    g.expand(mask[0])
+  masking.check_groups(g, (4, 4, 2))
+  masking.check_groups(g, (4, 4, 2), batch=3)
+  with pytest.raises(ValueError, match='groups are batched for 3'):
+    masking.check_groups(g, (4, 4, 2), batch=2)
+  bad = masking.FeatureGroups(jnp.zeros((2, 3, 4, 4, 2), jnp.int32), 5,
+                              (4, 4, 2))
+  with pytest.raises(ValueError, match='groups.assignment'):
+    masking.check_groups(bad, (4, 4, 2))
+  masking.require_shared_groups(None, 'occlusion')
+  masking.require_shared_groups(masking.patch_groups((4, 4), 2), 'occlusion')
+  with pytest.raises(ValueError, match='occlusion needs groups shared'):
+    masking.require_shared_groups(g, 'occlusion')

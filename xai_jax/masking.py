@@ -4,7 +4,10 @@ Explainers score and select *groups* of input elements: single features
 (tabular), patches on a grid (images), superpixels, or tokens (text). A
 `FeatureGroups` maps every input element to a group id, so that a mask over
 groups `[batch, num_groups]` expands to a mask over the input
-`[batch, *input_shape]` with one gather.
+`[batch, *input_shape]` with one gather. A *batched* `FeatureGroups` gives
+every example of a batch its own partition into the same number of groups
+(per-image superpixels, `superpixel_groups`): its assignment has a leading
+batch dimension.
 
 `apply_mask(x, mask, baseline) = mask * x + (1 - mask) * baseline` is the one
 masking operator every perturbation and selection method uses (L2X Eq. 6 uses
@@ -14,6 +17,7 @@ blurred or zero references).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax
@@ -32,9 +36,16 @@ BASELINES = ('zero', 'mean', 'blur', 'noise', 'reference')
 class FeatureGroups:
   """A partition of the input elements into `num_groups` groups.
 
+  Shared groups (`assignment [*input_shape]`) partition every example the
+  same way. Batched groups (`assignment [batch, *input_shape]`, `batched`
+  True) give example i its own partition `assignment[i]` into ids in
+  `[0, num_groups)`; an example may leave some ids unused (e.g. an image with
+  fewer superpixels than `num_groups`). Batched groups must be used with a
+  batch `x` of the same leading size.
+
   Attributes:
-    assignment: int32 `[*input_shape]`, the group id of each input element
-      (in `[0, num_groups)`).
+    assignment: int32 `[*input_shape]` (shared) or `[batch, *input_shape]`
+      (batched), the group id of each input element (in `[0, num_groups)`).
     num_groups: number of groups `d` (the `d` of top-k selection).
     input_shape: the shape of one example.
     grid_shape: for patch groups, the `(rows, cols)` of the grid, else None.
@@ -48,14 +59,44 @@ class FeatureGroups:
       pytree_node=False, default=None)
   kind: str = flax.struct.field(pytree_node=False, default='features')
 
+  @property
+  def batched(self) -> bool:
+    """True for per-example groups (`assignment [batch, *input_shape]`)."""
+    return self.assignment.ndim == len(self.input_shape) + 1
+
+  @property
+  def batch_size(self) -> int | None:
+    """The leading dimension of batched groups, None for shared groups."""
+    return int(self.assignment.shape[0]) if self.batched else None
+
   def expand(self, group_mask: Array) -> Array:
-    """Group mask `[..., num_groups]` -> input mask `[..., *input_shape]`."""
-    _checks.check_array('group_mask', group_mask, min_ndim=1,
+    """Group mask -> input mask, with one gather.
+
+    Shared groups: `[..., num_groups]` -> `[..., *input_shape]` (any leading
+    dimensions). Batched groups: `[batch, num_groups]` -> `[batch,
+    *input_shape]`, row i expanded with example i's own assignment; more
+    masks per example are allowed in between, `[batch, ..., num_groups]` ->
+    `[batch, ..., *input_shape]` (e.g. `[batch, n, num_groups]` coalitions).
+    """
+    if not self.batched:
+      _checks.check_array('group_mask', group_mask, min_ndim=1,
+                          trailing_shape=(self.num_groups,))
+      return jnp.take(group_mask, self.assignment, axis=-1)
+    b = self.assignment.shape[0]
+    _checks.check_array('group_mask', group_mask, min_ndim=2,
                         trailing_shape=(self.num_groups,))
-    return jnp.take(group_mask, self.assignment, axis=-1)
+    if group_mask.shape[0] != b:
+      raise ValueError(f'group_mask must have shape [batch, ..., num_groups] '
+                       f'with batch = {b} (the batched groups\' leading '
+                       f'dimension), got {group_mask.shape}.')
+    return jax.vmap(lambda m, a: jnp.take(m, a, axis=-1))(group_mask,
+                                                           self.assignment)
 
   def reduce(self, values: Array, reduce: str = 'sum') -> Array:
     """Input-shaped values `[batch, *input_shape]` -> per-group `[batch, d]`.
+
+    With batched groups example i is reduced over its own groups (`batch`
+    must be the groups' leading dimension).
 
     Args:
       values: e.g. pixel attributions.
@@ -65,11 +106,22 @@ class FeatureGroups:
     _checks.check_array('values', values, ndim=1 + len(self.input_shape),
                         trailing_shape=self.input_shape)
     flat = values.reshape(values.shape[0], -1)
+    d = self.num_groups
+    if self.batched:
+      if values.shape[0] != self.assignment.shape[0]:
+        raise ValueError(f'values must have the batched groups\' batch '
+                         f'{self.assignment.shape[0]}, got {values.shape}.')
+      seg = self.assignment.reshape(values.shape[0], -1)
+      out = jax.vmap(lambda v, s: jax.ops.segment_sum(v, s, d))(flat, seg)
+      if reduce == 'mean':
+        counts = jax.vmap(lambda s: jax.ops.segment_sum(
+            jnp.ones_like(s, flat.dtype), s, d))(seg)
+        out = out / jnp.maximum(counts, 1)
+      return out
     seg = self.assignment.reshape(-1)
-    out = jax.vmap(lambda v: jax.ops.segment_sum(v, seg, self.num_groups))(flat)
+    out = jax.vmap(lambda v: jax.ops.segment_sum(v, seg, d))(flat)
     if reduce == 'mean':
-      counts = jax.ops.segment_sum(jnp.ones_like(seg, flat.dtype), seg,
-                                   self.num_groups)
+      counts = jax.ops.segment_sum(jnp.ones_like(seg, flat.dtype), seg, d)
       out = out / jnp.maximum(counts, 1)
     return out
 
@@ -145,6 +197,165 @@ def segment_groups(segments: Array | np.ndarray,
                        kind='segments')
 
 
+SUPERPIXEL_METHODS = ('slic', 'quickshift', 'felzenszwalb')
+
+
+def _skimage_segmentation():
+  """`skimage.segmentation` and `skimage.color`, imported on first use."""
+  try:
+    import skimage.color  # pylint: disable=g-import-not-at-top
+    import skimage.segmentation  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError('superpixel_groups needs scikit-image: pip install '
+                      'scikit-image') from e
+  return skimage.segmentation, skimage.color
+
+
+def superpixel_groups(images: Array | np.ndarray, *, method: str = 'slic',
+                      n_segments: int = 50, compactness: float = 10.0,
+                      **kw: Any) -> FeatureGroups:
+  """Per-image superpixels as batched `FeatureGroups` (kind 'segments').
+
+  Each image is segmented by scikit-image on the host (a Python loop over
+  the images: segmentation is numpy preprocessing, done once before the
+  explainers run), each map is relabelled to consecutive ids `0..M_i - 1`,
+  and the maps are stacked with `M = max_i M_i` groups: an image with fewer
+  segments leaves ids `M_i..M-1` unused (`segment_descriptors` reports which
+  ids each image uses). LIME and the coalition methods sample coalitions over
+  the `M` ids, shared by the batch, and expand them with each image's own
+  map (`lime(..., mode='groups', groups=superpixel_groups(x))`).
+
+  Methods:
+    'slic': `skimage.segmentation.slic(image, n_segments, compactness,
+      channel_axis=-1, start_label=0, **kw)`.
+    'quickshift': `skimage.segmentation.quickshift(rgb, kernel_size=4,
+      max_dist=200, ratio=0.2, **kw)` (lime_image's defaults; `kw`
+      overrides them); quickshift needs 3 channels, grayscale images are
+      converted with `skimage.color.gray2rgb`. `n_segments` and `compactness`
+      are not used.
+    'felzenszwalb': `skimage.segmentation.felzenszwalb(image,
+      channel_axis=-1, **kw)`; `n_segments` and `compactness` are not used.
+
+  Args:
+    images: `[n, H, W, C]` (or `[n, H, W]`, one channel), the images to
+      explain (the same batch later given to the explainer).
+    method: 'slic', 'quickshift' or 'felzenszwalb'.
+    n_segments: slic's approximate number of segments per image.
+    compactness: slic's colour/space trade-off (higher: squarer segments).
+    **kw: further arguments of the scikit-image function.
+  Returns:
+    batched `FeatureGroups`: `assignment` int32 `[n, H, W, C]` (the pixel's
+    id broadcast over channels; `[n, H, W]` for `[n, H, W]` images),
+    `num_groups = M`, `input_shape = (H, W, C)` (or `(H, W)`).
+  Raises:
+    ImportError: if scikit-image is not installed (an optional dependency).
+    ValueError: for images of another rank or an unknown method.
+  """
+  _checks.check_choice('method', method, SUPERPIXEL_METHODS)
+  imgs = np.asarray(images)
+  if imgs.ndim not in (3, 4) or imgs.shape[0] < 1:
+    raise ValueError(f'images must be [n, H, W, C] or [n, H, W], got shape '
+                     f'{imgs.shape}.')
+  input_shape = tuple(int(s) for s in imgs.shape[1:])
+  chans = imgs if imgs.ndim == 4 else imgs[..., None]
+  chans = chans.astype(np.float64)
+  if not np.all(np.isfinite(chans)):
+    raise ValueError('images must be finite.')
+  seg_mod, color = _skimage_segmentation()
+  maps = []
+  for img in chans:
+    if method == 'slic':
+      seg = seg_mod.slic(img, n_segments=int(n_segments),
+                         compactness=float(compactness), channel_axis=-1,
+                         start_label=0, **kw)
+    elif method == 'quickshift':
+      if img.shape[-1] == 1:
+        img = color.gray2rgb(img[..., 0])
+      elif img.shape[-1] != 3:
+        raise ValueError(f"method='quickshift' needs 1 or 3 channels, got "
+                         f'{img.shape[-1]}.')
+      opts = dict(kernel_size=4, max_dist=200, ratio=0.2)
+      opts.update(kw)
+      seg = seg_mod.quickshift(img, **opts)
+    else:
+      seg = seg_mod.felzenszwalb(img, channel_axis=-1, **kw)
+    _, ids = np.unique(np.asarray(seg), return_inverse=True)
+    maps.append(ids.reshape(img.shape[:2]).astype(np.int32))
+  ids = np.stack(maps)                                          # [n, H, W]
+  m = int(ids.max()) + 1
+  if imgs.ndim == 4:
+    ids = np.broadcast_to(ids[..., None], imgs.shape)
+  return FeatureGroups(assignment=jnp.asarray(ids, jnp.int32), num_groups=m,
+                       input_shape=input_shape, kind='segments')
+
+
+def segment_descriptors(images: Array, groups: FeatureGroups
+                        ) -> tuple[Array, Array]:
+  """Per-segment descriptors of images: `([n, M, D] float32, bool [n, M])`.
+
+  For segment s of image i (the pixels with id s in `groups`, batched or
+  shared): the mean of each channel, the standard deviation of each channel,
+  the centroid `(row / H, col / W)` (pixel indices, so in `[0, 1)`) and the
+  area fraction `pixels / (H W)`, concatenated: `D = 2 C + 3`, in the order
+  `[mean_1..C, std_1..C, row, col, area]`. `present[i, s]` is False for an id
+  image i does not use; its descriptors are 0.
+
+  Superpixels of different images have unrelated ids. To aggregate per-image
+  explanations over a dataset (NormLIME), InterpretDL maps each superpixel to
+  a global id by clustering such descriptors over all images (k-means); the
+  clusters then play the role of dataset-wide features.
+
+  Jitted segment sums, vmapped over the images (no Python loop).
+
+  Args:
+    images: `[n, H, W, C]` (or `[n, H, W]`).
+    groups: `FeatureGroups` with `input_shape = images.shape[1:]`, e.g.
+      `superpixel_groups(images)`; batched groups must have `n` assignments.
+  Returns:
+    `(descriptors float32 [n, M, 2 C + 3], present bool [n, M])`,
+    `M = groups.num_groups`.
+  """
+  imgs = _checks.as_array('images', images)
+  if imgs.ndim not in (3, 4):
+    raise ValueError(f'images must be [n, H, W, C] or [n, H, W], got shape '
+                     f'{imgs.shape}.')
+  check_groups(groups, imgs.shape[1:], batch=imgs.shape[0])
+  a = groups.assignment
+  if imgs.ndim == 4:
+    a = a[..., 0]                                   # the pixel's id
+    imgs4 = imgs
+  else:
+    imgs4 = imgs[..., None]
+  if not groups.batched:
+    a = jnp.broadcast_to(a, imgs4.shape[:3])
+  return _segment_descriptors(imgs4.astype(jnp.float32), a.astype(jnp.int32),
+                              groups.num_groups)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _segment_descriptors(images: Array, ids: Array, m: int
+                         ) -> tuple[Array, Array]:
+  h, w, c = images.shape[1:]
+  rr, cc = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) / h,
+                        jnp.arange(w, dtype=jnp.float32) / w, indexing='ij')
+  pos = jnp.stack([rr.reshape(-1), cc.reshape(-1)], -1)         # [P, 2]
+
+  def one(img, seg):
+    v = img.reshape(-1, c)                                      # [P, C]
+    s = seg.reshape(-1)
+    count = jax.ops.segment_sum(jnp.ones_like(s, jnp.float32), s, m)
+    safe = jnp.maximum(count, 1.0)[:, None]
+    mean = jax.ops.segment_sum(v, s, m) / safe                  # [M, C]
+    var = jax.ops.segment_sum((v - mean[s]) ** 2, s, m) / safe  # two-pass
+    centroid = jax.ops.segment_sum(pos, s, m) / safe            # [M, 2]
+    area = count / (h * w)
+    desc = jnp.concatenate([mean, jnp.sqrt(var), centroid, area[:, None]], -1)
+    present = count > 0
+    return jnp.where(present[:, None], desc, 0.0), present
+
+  return jax.vmap(one)(images, ids)
+
+
 def apply_mask(x: Array, mask: Array, baseline: Array | float = 0.0) -> Array:
   """`mask * x + (1 - mask) * baseline`: keep masked-in features, replace the rest.
 
@@ -177,12 +388,17 @@ def apply_mask(x: Array, mask: Array, baseline: Array | float = 0.0) -> Array:
   return m * x + (1 - m) * b
 
 
-def check_groups(groups: Any, input_shape: Sequence[int]) -> None:
+def check_groups(groups: Any, input_shape: Sequence[int], *,
+                 batch: int | None = None) -> None:
   """Checks that `groups` (None allowed) is a `FeatureGroups` of `input_shape`.
 
+  Shared and batched groups are accepted; with `batch` (the number of
+  examples of `x`), batched groups must have that leading dimension.
+
   Raises:
-    ValueError: naming `groups` if it is not a FeatureGroups or was built for
-      examples of another shape.
+    ValueError: naming `groups` if it is not a FeatureGroups, was built for
+      examples of another shape, or is batched for another number of
+      examples.
   """
   if groups is None:
     return
@@ -193,6 +409,29 @@ def check_groups(groups: Any, input_shape: Sequence[int]) -> None:
     raise ValueError(f'groups were built for inputs of shape '
                      f'{groups.input_shape}, but x has examples of shape '
                      f'{tuple(input_shape)}.')
+  shape = tuple(groups.assignment.shape)
+  rank = len(input_shape)
+  if len(shape) not in (rank, rank + 1) or (
+      shape[len(shape) - rank:] != tuple(input_shape)):
+    raise ValueError(f'groups.assignment must have shape [*input_shape]='
+                     f'{tuple(input_shape)} or [batch, *input_shape], got '
+                     f'{shape}.')
+  if batch is not None and groups.batched and shape[0] != batch:
+    raise ValueError(f'groups are batched for {shape[0]} examples (one '
+                     f'assignment per example), but x has {batch} examples.')
+
+
+def require_shared_groups(groups: Any, method: str) -> None:
+  """For methods that need one partition shared by the batch.
+
+  Raises:
+    ValueError: naming `groups` (and `method`) if they are batched
+      (`assignment [batch, *input_shape]`).
+  """
+  if isinstance(groups, FeatureGroups) and groups.batched:
+    raise ValueError(f'{method} needs groups shared by the batch '
+                     f'(assignment [*input_shape]); got batched groups with '
+                     f'assignment {tuple(groups.assignment.shape)}.')
 
 
 def selection_mask(selection: Any, x: Array,
@@ -308,7 +547,8 @@ def make_baseline(kind: str, x: Array, *, key: Array | None = None,
 
 
 __all__ = [
-    'BASELINES', 'FeatureGroups', 'apply_mask', 'check_groups',
-    'feature_groups', 'gaussian_blur', 'make_baseline', 'mask_tokens',
-    'patch_groups', 'segment_groups', 'selection_mask', 'token_groups',
+    'BASELINES', 'FeatureGroups', 'SUPERPIXEL_METHODS', 'apply_mask',
+    'check_groups', 'feature_groups', 'gaussian_blur', 'make_baseline',
+    'mask_tokens', 'patch_groups', 'segment_descriptors', 'segment_groups',
+    'selection_mask', 'superpixel_groups', 'token_groups',
 ]

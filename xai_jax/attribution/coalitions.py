@@ -21,6 +21,12 @@ boolean coalitions, and reduces each chunk's values at once by a matmul with
 its rows of `M`, so `V` is never stored. `coalition_values` returns `V`
 itself when a method needs every value.
 
+Per-example players: with batched groups (`groups.batched`, one assignment
+per example, e.g. `masking.superpixel_groups`) the shared coalitions over the
+`d = num_groups` ids are expanded with each example's own assignment, and the
+assignments are chunked along with the examples. KernelSHAP, exact and
+permutation Shapley values and LIME's groups mode all accept them.
+
 Sampling: `shapley_kernel` and `sample_shapley_coalitions` draw coalitions
 from the Shapley-kernel distribution (Lundberg & Lee 2017, Thm. 2), paired
 as antithetic `(z, 1 - z)` (Covert & Lee 2021, Sec. 4.2).
@@ -82,17 +88,57 @@ def resolve_chunk_size(chunk_size: int | None, box: bb.BlackBox) -> int:
 
 def num_players(box: bb.BlackBox, groups: masking.FeatureGroups | None
                 ) -> int:
-  """d: the number of groups, or of input elements when `groups` is None."""
+  """d: the number of groups, or of input elements when `groups` is None.
+
+  For batched groups d is the shared number of ids `num_groups` (the
+  maximum over the examples).
+  """
   if groups is not None:
     return groups.num_groups
   return int(np.prod(box.input_shape))
+
+
+def check_batched_groups(groups: masking.FeatureGroups | None, batch: int
+                         ) -> None:
+  """Batched groups must have one assignment per example of `x`.
+
+  Raises:
+    ValueError: naming `groups` if their leading dimension is not `batch`.
+  """
+  if groups is not None and groups.batched and (
+      groups.assignment.shape[0] != batch):
+    raise ValueError(f'groups are batched for {groups.assignment.shape[0]} '
+                     f'examples (one assignment per example), but x has '
+                     f'{batch} examples.')
+
+
+#: Raises a ValueError naming `groups` for batched groups (methods that need
+#: one partition shared by the batch); see `masking.require_shared_groups`.
+require_shared_groups = masking.require_shared_groups
+
+
+def _with_assignment(groups: masking.FeatureGroups | None, xs: tuple
+                     ) -> tuple:
+  """The rows `map_batches` chunks: `xs`, plus the assignments of batched
+  groups (so a chunk of examples comes with its own assignments)."""
+  if groups is not None and groups.batched:
+    return (*xs, groups.assignment)
+  return xs
+
+
+def _chunk_groups(groups: masking.FeatureGroups | None, args: tuple
+                  ) -> tuple[masking.FeatureGroups | None, tuple]:
+  """Inverse of `_with_assignment` inside a chunk: `(groups_chunk, xs)`."""
+  if groups is not None and groups.batched:
+    return groups.replace(assignment=args[-1]), args[:-1]
+  return groups, args
 
 
 def to_input_shape(values: Array, box: bb.BlackBox,
                    groups: masking.FeatureGroups | None) -> Array:
   """Per-player values `[batch, d]` -> `[batch, *input_shape]` without groups.
 
-  With `groups` the values stay `[batch, num_groups]`.
+  With `groups` (shared or batched) the values stay `[batch, num_groups]`.
   """
   if groups is None:
     return values.reshape((values.shape[0], *box.input_shape))
@@ -154,12 +200,14 @@ def masked_scores(score: ScoreFn, groups: masking.FeatureGroups | None,
 
   `v_b(z_k) = score(apply_mask(x_b, expand(z_k), baseline_b), t_b)`, the
   coalitions expanded to input masks by `groups.expand` (every input element
-  a player when `groups` is None). Traceable; one model call of `be * nc`
-  rows.
+  a player when `groups` is None; with batched groups, example b's
+  assignment expands the coalitions to masks `[be, nc, *input_shape]`).
+  Traceable; one model call of `be * nc` rows.
 
   Args:
     score: `(inputs[n, *input_shape], t int[n]) -> [n]`.
-    groups: the players' groups, or None.
+    groups: the players' groups (shared, or batched with `be`
+      assignments), or None.
     x, baseline: `[be, *input_shape]` examples and their baselines.
     target: int `[be]`.
     coalitions: bool `[nc, d]`, shared by the examples.
@@ -168,12 +216,17 @@ def masked_scores(score: ScoreFn, groups: masking.FeatureGroups | None,
   """
   be, nc = x.shape[0], coalitions.shape[0]
   shape = x.shape[1:]
+  batched = groups is not None and groups.batched
   if groups is None:
     m = coalitions.reshape((nc, *shape))
+  elif batched:
+    check_batched_groups(groups, be)
+    m = groups.expand(jnp.broadcast_to(coalitions, (be, *coalitions.shape)))
   else:
     m = groups.expand(coalitions)                               # [nc, *shape]
   full = (be, nc, *shape)
-  inputs = masking.apply_mask(jnp.broadcast_to(x[:, None], full), m[None],
+  inputs = masking.apply_mask(jnp.broadcast_to(x[:, None], full),
+                              m if batched else m[None],
                               jnp.broadcast_to(baseline[:, None], full))
   return score(inputs.reshape((be * nc, *shape)),
                jnp.repeat(target, nc)).reshape(be, nc)
@@ -193,7 +246,8 @@ def reduce_coalitions(score: ScoreFn, groups: masking.FeatureGroups | None,
 
   Args:
     score: `(inputs[n, *input_shape], t int[n]) -> [n]`.
-    groups: the players' groups, or None.
+    groups: the players' groups (shared, or batched with `batch`
+      assignments, chunked along with `x`), or None.
     x, baseline: `[batch, *input_shape]`.
     target: int `[batch]`.
     gen: coalition chunk index -> `(coalitions, coefficients)`.
@@ -202,22 +256,26 @@ def reduce_coalitions(score: ScoreFn, groups: masking.FeatureGroups | None,
   Returns:
     `[batch, out_dim]` float32.
   """
+  check_batched_groups(groups, x.shape[0])
+
   def one_chunk(args):
-    xe, be_, te = args
+    ge, (xe, be_, te) = _chunk_groups(groups, args)
     if chunks.num_c == 1:
       z, coef = gen(jnp.int32(0))
-      return masked_scores(score, groups, xe, be_, te, z) @ coef
+      return masked_scores(score, ge, xe, be_, te, z) @ coef
 
     def body(acc, c):
       z, coef = gen(c)
-      return acc + masked_scores(score, groups, xe, be_, te, z) @ coef, None
+      return acc + masked_scores(score, ge, xe, be_, te, z) @ coef, None
 
     init = jnp.zeros((xe.shape[0], out_dim), jnp.float32)
     acc, _ = jax.lax.scan(body, init,
                           jnp.arange(chunks.num_c, dtype=jnp.int32))
     return acc
 
-  return bb.map_batches(one_chunk, (x, baseline, target), chunks.be)
+  return bb.map_batches(one_chunk,
+                        _with_assignment(groups, (x, baseline, target)),
+                        chunks.be)
 
 
 def _pad_rows_with_zeros(a: Array, total: int) -> Array:
@@ -258,7 +316,8 @@ def coalition_values(score: ScoreFn, groups: masking.FeatureGroups | None,
 
   Args:
     score: `(inputs[n, *input_shape], t int[n]) -> [n]`.
-    groups: the players' groups, or None.
+    groups: the players' groups (shared, or batched with `batch`
+      assignments, chunked along with `x`), or None.
     x, baseline: `[batch, *input_shape]`.
     target: int `[batch]`.
     coalitions: bool `[n, d]`, shared by the examples.
@@ -270,18 +329,22 @@ def coalition_values(score: ScoreFn, groups: masking.FeatureGroups | None,
   nc = chunks.units
   zp = _pad_rows_with_zeros(coalitions, chunks.num_c * nc)
 
+  check_batched_groups(groups, x.shape[0])
+
   def one_chunk(args):
-    xe, be_, te = args
+    ge, (xe, be_, te) = _chunk_groups(groups, args)
     if chunks.num_c == 1:
-      return masked_scores(score, groups, xe, be_, te, zp[:nc])
+      return masked_scores(score, ge, xe, be_, te, zp[:nc])
 
     def body(c):
       z = jax.lax.dynamic_slice_in_dim(zp, c * nc, nc)
-      return masked_scores(score, groups, xe, be_, te, z)
+      return masked_scores(score, ge, xe, be_, te, z)
     v = jax.lax.map(body, jnp.arange(chunks.num_c, dtype=jnp.int32))
     return jnp.moveaxis(v, 0, 1).reshape(xe.shape[0], -1)
 
-  return bb.map_batches(one_chunk, (x, baseline, target), chunks.be)[:, :n]
+  return bb.map_batches(one_chunk,
+                        _with_assignment(groups, (x, baseline, target)),
+                        chunks.be)[:, :n]
 
 
 def endpoints(box: bb.BlackBox, x: Array, baseline: Array,
@@ -407,9 +470,10 @@ def _sample_shapley_jit(key: Array, n: int, d: int, paired: bool) -> Array:
 
 __all__ = [
     'AUTO_CHUNK_ELEMENTS', 'MAX_AUTO_CHUNK', 'MIN_AUTO_CHUNK', 'Plan',
-    'ScoreFn', 'auto_chunk_size', 'coalition_values', 'endpoints',
-    'fixed_chunks', 'masked_scores', 'num_players', 'plan', 'reduce_coalitions',
-    'resolve_chunk_size', 'sample_shapley_coalitions',
+    'ScoreFn', 'auto_chunk_size', 'check_batched_groups', 'coalition_values',
+    'endpoints', 'fixed_chunks', 'masked_scores', 'num_players', 'plan',
+    'reduce_coalitions', 'require_shared_groups', 'resolve_chunk_size',
+    'sample_shapley_coalitions',
     'sample_sized_coalitions', 'shapley_kernel', 'size_cdf',
     'to_input_shape',
 ]

@@ -23,7 +23,10 @@ an interpretable representation `z'` of perturbations `z` around `x`:
   of `z'` to the all-ones vector (x100 for tokens, as lime_text); `w = 0.25`
   (images) or 25 (tokens). Sampling: each group on w.p. 1/2 (lime_image), or
   for tokens the number of removed tokens ~ U{1..G}, chosen without
-  replacement (lime_text).
+  replacement (lime_text). The groups may differ per example (batched
+  `FeatureGroups`, e.g. `masking.superpixel_groups`: lime_image's per-image
+  quickshift superpixels): the on/off samples over the G ids are shared and
+  each example expands them with its own segment map.
 * `num_features=K` reproduces lime's `'highest_weights'` feature selection
   (Ridge(alpha=0.01) on all features, keep the top-K by |coef * z'_0|, refit);
   the default `None` keeps all features (lime with `num_features = d`; lime's
@@ -483,7 +486,12 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
       (token groups).
     mode: 'tabular' or 'groups'.
     groups: groups mode: the players (patches, segments, tokens); None =
-      every input element.
+      every input element. Batched groups (one assignment per example, e.g.
+      `masking.superpixel_groups(x)`) give each example its own segments:
+      the samples `z [n, num_groups]` are shared, example i expands them
+      with its own assignment, and its coefficients for ids it does not use
+      are those of switches that change nothing (near 0; see
+      `masking.segment_descriptors` for which ids each image uses).
     feature_mean, feature_std: tabular: training-data statistics
       `[*input_shape]` (lime's StandardScaler; a zero std becomes 1). None:
       the statistics of the batch `x`.
@@ -500,7 +508,8 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
     return_info: also return a `LimeInfo` (intercept, local_pred, R^2, f_t(x)).
   Returns:
     coefficients `[batch, *input_shape]` (tabular, or groups=None) or
-    `[batch, num_groups]`; with `return_info`, `(coefficients, LimeInfo)`.
+    `[batch, num_groups]` (shared or batched groups); with `return_info`,
+    `(coefficients, LimeInfo)`.
     Tabular coefficients are per unit of the *standardised* feature (as lime).
   """
   _checks.check_choice('mode', mode, MODES)
@@ -537,7 +546,7 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
   else:
     base = _common.resolve_baseline('zero' if baseline is None else baseline,
                                     x)
-    masking.check_groups(groups, box.input_shape)
+    masking.check_groups(groups, box.input_shape, batch=x.shape[0])
     d = coalitions.num_players(box, groups)
     if num_features is not None:
       _checks.check_k('num_features', num_features, d)
