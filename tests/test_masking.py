@@ -277,3 +277,24 @@ def test_batched_groups_expand_reduce_and_checks():
   masking.require_shared_groups(masking.patch_groups((4, 4), 2), 'occlusion')
   with pytest.raises(ValueError, match='occlusion needs groups shared'):
     masking.require_shared_groups(g, 'occlusion')
+
+
+def test_methods_that_need_shared_groups_reject_batched_ones():
+  import jax.numpy as jnp
+  from xai_jax import attribution
+  from xai_jax import blackbox as bb
+  from xai_jax import metrics
+  box = bb.from_jax(lambda x: jnp.stack([x.sum((1, 2, 3)), -x.sum((1, 2, 3))],
+                                        -1), input_shape=(4, 4, 1))
+  x = np.random.default_rng(0).uniform(size=(2, 4, 4, 1)).astype(np.float32)
+  seg = np.zeros((2, 4, 4, 1), np.int32)
+  seg[:, :, 2:] = 1
+  groups = masking.FeatureGroups(assignment=jnp.asarray(seg), num_groups=2,
+                                 input_shape=(4, 4, 1), kind='segments')
+  assert groups.batched
+  with pytest.raises(ValueError, match='occlusion needs groups shared'):
+    attribution.occlusion(box, x, groups=groups)
+  with pytest.raises(ValueError, match='rise needs groups shared'):
+    attribution.rise(box, x, key=0, groups=groups, num_masks=8)
+  with pytest.raises(ValueError, match='needs groups shared'):
+    metrics.deletion_insertion(box, x, np.ones((2, 2)), groups=groups)

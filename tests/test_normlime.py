@@ -279,3 +279,30 @@ def test_cluster_segments_groups_similar_segments_across_images():
     normlime.cluster_segments(0, d, present, num_clusters=100)
   with pytest.raises(ValueError, match='present'):
     normlime.cluster_segments(0, d, present[:, :3], num_clusters=2)
+
+
+def test_superpixels_end_to_end():
+  pytest.importorskip('skimage')
+  rng = np.random.default_rng(0)
+  x = np.zeros((12, 16, 16, 1), np.float32)
+  x[:, :, :8] = 0.9                        # the left half decides
+  x[6:, :, :8] = 0.6
+  x += rng.uniform(0, 0.05, size=x.shape).astype(np.float32)
+
+  def f(z):
+    s = jnp.mean(z[:, :, :8, 0], axis=(1, 2)) - 0.75
+    return jnp.stack([-s, s], -1) * 10.0
+  box = bb.from_jax(f, input_shape=(16, 16, 1), output='logits')
+  groups = masking.superpixel_groups(x, n_segments=4, compactness=0.1)
+  desc, present = masking.segment_descriptors(x, groups)
+  ids = normlime.cluster_segments(0, desc, present, num_clusters=2)
+  ex = normlime.fit(0, box, x, groups=groups, feature_ids=ids,
+                    num_samples=200, examples_per_chunk=5)
+  assert ex.maps.global_.shape == (2,)
+  # The cluster of the left-half segments carries the importance.
+  left = np.asarray(ids)[np.arange(12), np.asarray(
+      groups.assignment)[:, 8, 2, 0]]
+  assert len(set(left.tolist())) == 1
+  assert int(np.argmax(ex.maps.global_)) == int(left[0])
+  with pytest.raises(ValueError, match='custom feature_ids'):
+    normlime.explain(ex, x[:2])

@@ -344,6 +344,7 @@ def _check_groups(groups: Any, input_shape: tuple[int, ...]) -> None:
     raise ValueError('groups must be a masking.FeatureGroups (feature_groups, '
                      f'patch_groups, token_groups, ...), got '
                      f'{type(groups).__name__}.')
+  masking.require_shared_groups(groups, 'l2x')
   if tuple(groups.input_shape) != tuple(input_shape):
     raise ValueError(f'groups were made for inputs of shape '
                      f'{tuple(groups.input_shape)}, but x has examples of '

@@ -173,6 +173,7 @@ def _removal_inputs(model: Model, x: Any, attributions: Any,
   box = _box(model, x)
   x = _checks.check_model_input(box, x)
   masking.check_groups(groups, box.input_shape)
+  masking.require_shared_groups(groups, 'this metric')
   _checks.check_choice('space', space, _SPACES)
   if space != 'raw':
     _check_classifier(box, f'{what}(space={space!r})')
@@ -665,6 +666,7 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
   _check_classifier(box, 'posthoc_accuracy')
   x = _checks.check_model_input(box, x)
   masking.check_groups(groups, box.input_shape)
+  masking.require_shared_groups(groups, 'this metric')
   keep = masking.selection_mask(selection, x, groups)
   base = _baseline_array('baseline', baseline, x, box)
   chunk = _checks.check_int('batch_size', batch_size)
@@ -707,6 +709,7 @@ def _evalx_prepare(evaluator: realx.Evaluator, x: Array, selection: Array,
   x = _checks.check_model_input(evaluator.box, x)
   groups = groups if groups is not None else evaluator.groups
   masking.check_groups(groups, evaluator.box.input_shape)
+  masking.require_shared_groups(groups, 'evalx')
   keep = masking.selection_mask(selection, x, groups)
   y, _, soft = _checks.check_labels('labels', labels, x.shape[0],
                              evaluator.num_classes)

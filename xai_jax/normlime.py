@@ -394,7 +394,8 @@ def _resolve(box: bb.BlackBox, x: Array, cfg: ml_collections.ConfigDict,
       groups = masking.patch_groups(box.input_shape, patch)
     else:
       groups = masking.feature_groups(box.input_shape)
-  masking.check_groups(groups, box.input_shape)
+  masking.check_groups(groups, box.input_shape,
+                       batch=x.shape[0] if groups.batched else None)
   if groups.kind == 'tokens' and not tokens_in:
     raise ValueError('token groups need a black box with token inputs.')
   return ('tokens' if groups.kind == 'tokens' else 'groups'), groups
@@ -422,7 +423,9 @@ def local_explanations(key: Array | int | None, model: bb.BlackBox | Callable,
     x: `[n, *input_shape]`, the data set.
     config: some fields of `default_config()`; then `overrides`.
     groups: the local features (None: columns, 4x4 patches of an image,
-      the tokens of a sequence).
+      the tokens of a sequence), or per-image superpixels
+      (`masking.superpixel_groups`, batched over the rows of `x`; pass
+      `feature_ids` from `cluster_segments`).
     feature_ids: int `[n, num_groups]` global id of each group of each
       instance (-1: left out) for other identities (e.g. clustered
       superpixels); None: the defaults of the module docstring.
@@ -464,6 +467,9 @@ def local_explanations(key: Array | int | None, model: bb.BlackBox | Callable,
   for c in range(num):
     lo, hi = c * size, min(n, (c + 1) * size)
     xc, tc = bb.pad_rows((x[lo:hi], labels[lo:hi]), size)
+    if groups is not None and groups.batched:   # per-image superpixels
+      opts['groups'] = groups.replace(assignment=bb.pad_rows(
+          groups.assignment[lo:hi], size))
     coef = attribution.lime(box, xc, key=key, target=tc, **opts)
     parts.append(coef.reshape(size, -1)[:hi - lo])
   weights = jnp.concatenate(parts) if len(parts) > 1 else parts[0]

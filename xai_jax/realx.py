@@ -308,6 +308,7 @@ def train_evalx(key: Array | int, x: Array, y: Array, *,
   if groups is None:
     groups = masking.feature_groups(input_shape)
   masking.check_groups(groups, input_shape)
+  masking.require_shared_groups(groups, 'realx')
   num_steps = _checks.check_int('num_steps', num_steps, minimum=0)
   batch_size = min(_checks.check_int('batch_size', batch_size), n)
   keep_prob = _checks.check_probability('keep_prob', keep_prob)

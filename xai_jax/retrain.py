@@ -440,6 +440,7 @@ def retrain_curve(
                      f'{x_te.shape[1:]}.')
   input_shape = tuple(x_tr.shape[1:])
   masking.check_groups(groups, input_shape)
+  masking.require_shared_groups(groups, 'retrain_curve')
   if groups is None:
     groups = masking.feature_groups(input_shape)
   num_features = groups.num_groups

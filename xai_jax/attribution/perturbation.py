@@ -92,6 +92,7 @@ def occlusion(model: bb.BlackBox | Callable, x: Array, *,
   chunk_size = _checks.check_chunk_size(chunk_size)
   b = _common.resolve_baseline(baseline, x, key=key, **baseline_kwargs)
   masking.check_groups(groups, box.input_shape)
+  masking.require_shared_groups(groups, 'occlusion')
   g = masking.feature_groups(box.input_shape) if groups is None else groups
   chunk = _common.per_example_chunk(chunk_size, x.shape[0], g.num_groups)
   out = _occlusion_core(box, x, b, t, g, space=space, chunk=chunk)
@@ -254,6 +255,7 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
       sal = jnp.broadcast_to(sal[..., None], x.shape)
     return sal
   masking.check_groups(groups, box.input_shape)
+  masking.require_shared_groups(groups, 'rise')
   g = masking.feature_groups(box.input_shape) if groups is None else groups
   out = _rise_groups_core(box, x, b, t, g, key, p1, space=space,
                           num_masks=num_masks, chunk=chunk)
