@@ -3,7 +3,9 @@
 import logging
 
 import chex
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -153,7 +155,7 @@ def test_vmapped_copies_equal_a_single_run_and_one_compile(caplog):
     full = retrain.retrain_curve(7, _mlp(), TRAIN, TEST, imp, imp,
                                  fractions=(0.2, 0.5, 0.8), repeats=2, **kw)
   compiles = [r for r in caplog.records
-              if 'Compiling jit(_retrain_all)' in r.getMessage()]
+              if 'Compiling jit(_train_steps)' in r.getMessage()]
   assert len(compiles) == 1 and len(calls) == 1
   assert full.accuracy_runs.shape == (2, 2, 3)
   np.testing.assert_allclose(full.accuracy, full.accuracy_runs.mean(1))
@@ -250,3 +252,20 @@ def test_retrain_curve_bad_inputs(kwargs, name):
   args.update(kwargs)
   with pytest.raises(ValueError, match=name):
     retrain.retrain_curve(**args)
+
+
+def test_step_loop_equals_the_scan_and_is_chosen_for_convolutions():
+  """loop='steps' (one call per step, copies unrolled) trains exactly what
+  loop='scan' trains; 'auto' picks it for a convolutional module on CPU."""
+  imp = np.random.default_rng(5).normal(size=(2, D))
+  kw = dict(num_steps=30, batch_size=32, fractions=(0.3, 0.6))
+  a = retrain.retrain_curve(2, _mlp(), TRAIN, TEST, imp, imp, loop='scan', **kw)
+  b = retrain.retrain_curve(2, _mlp(), TRAIN, TEST, imp, imp, loop='steps',
+                            **kw)
+  np.testing.assert_allclose(a.accuracy_runs, b.accuracy_runs, atol=1e-6)
+  conv = nn.Sequential([nn.Conv(2, (3,)), lambda h: h.reshape(h.shape[0], -1),
+                        nn.Dense(2)])
+  assert retrain._has_convolution(conv, jnp.zeros((1, 8, 1)))
+  assert not retrain._has_convolution(_mlp(), jnp.zeros((1, D)))
+  with pytest.raises(ValueError, match='loop'):
+    retrain.retrain_curve(2, _mlp(), TRAIN, TEST, imp, imp, loop='fast', **kw)

@@ -23,9 +23,12 @@ divided by the range of `t`, so it is in accuracy units) summarises it.
 Cost: every retraining of one call (rankings x fractions x repeats) is one
 copy of the parameters, and all copies are trained at once: one jitted
 function runs `num_steps` steps in a `lax.scan`, each step `jax.vmap`-ed over
-the copies, then evaluates every copy on the test set (vmapped, in chunks of
-test rows). The program is compiled once per shape (data, number of
-rankings, fractions and repeats, model, steps, batch size) and shared by
+the copies, then every copy is evaluated on the test set (vmapped, in chunks
+of test rows). Convolutional models on a CPU use one jitted call per step
+instead, the copies unrolled inside it (`loop='steps'`; XLA:CPU runs
+convolutions far slower inside loops and vmapped over per-copy kernels).
+Either way the training program is compiled once per shape (data, number
+of rankings, fractions and repeats, model, steps, batch size) and shared by
 both modes and every fill, key and learning rate. The masked inputs are
 built on the fly for each step's minibatch from integer feature ranks, so
 memory is that of the ranks `[R, n, F]` plus one minibatch per copy, never
@@ -47,6 +50,7 @@ from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -62,6 +66,7 @@ Array = jax.Array
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MODES = ('keep', 'remove')
 FILLS = ('mean', 'zero')
+LOOPS = ('auto', 'scan', 'steps')
 
 # Model-input elements per test chunk of the vmapped evaluation (all copies).
 _EVAL_ELEMENTS = 1 << 23
@@ -225,27 +230,32 @@ def _rows_ranks(ranks: Array, idx: Array | None) -> Array:
   return ranks if ranks.ndim == 1 else ranks[idx]
 
 
-def _retrain_all(copy_keys: Array, copy_rank: Array, copy_k: Array,
-                 copy_rep: Array, data_key: Array, x_train: Array,
-                 y_train: Array, ranks_train: Array, x_test: Array,
-                 y_test: Array, ranks_test: Array, fill: Array,
-                 learning_rate: Array, pad_id: Array, keep: Array,
-                 groups: masking.FeatureGroups, *, module: nn.Module,
-                 num_steps: int, batch_size: int, num_repeats: int,
-                 train_flag: bool, eval_chunk: int) -> Array:
-  """Trains and evaluates every copy; returns the test accuracy `[copies]`."""
+def _init_states(copy_keys: Array, x_example: Array, learning_rate: Array, *,
+                 module: nn.Module) -> train_lib.TrainState:
+  """A fresh `TrainState` per copy (stacked `[copies, ...]`)."""
+  tx = optax.adam(learning_rate)
+
+  def init(key):
+    init_key, run_key = jax.random.split(key)
+    params = module.init(init_key, x_example)['params']
+    return train_lib.create_train_state(params, tx, key=run_key)
+
+  return jax.vmap(init)(copy_keys)
+
+
+def _train_steps(states: train_lib.TrainState, start: Array, copy_rank: Array,
+                 copy_k: Array, copy_rep: Array, data_key: Array,
+                 x_train: Array, y_train: Array, ranks_train: Array,
+                 fill: Array, learning_rate: Array, pad_id: Array,
+                 keep: Array, groups: masking.FeatureGroups, *,
+                 module: nn.Module, length: int, batch_size: int,
+                 num_repeats: int, train_flag: bool,
+                 copies_per_step: int | None) -> train_lib.TrainState:
+  """Steps `start .. start + length - 1` of every copy."""
   tx = optax.adam(learning_rate)
   loss_fn = models.classifier_loss(module, soft_targets=False,
                                    train_flag=train_flag)
   n = x_train.shape[0]
-
-  def init(key):
-    init_key, run_key = jax.random.split(key)
-    params = module.init(init_key, x_train[:1])['params']
-    return train_lib.create_train_state(params, tx, key=run_key)
-
-  states = jax.vmap(init)(copy_keys)
-
   rep_keys = jax.vmap(lambda i: jax.random.fold_in(data_key, i))(
       jnp.arange(num_repeats))
 
@@ -261,11 +271,29 @@ def _retrain_all(copy_keys: Array, copy_rank: Array, copy_k: Array,
     # The minibatch rows of every repeat: [repeats, batch_size].
     rows = jax.vmap(lambda k: jax.random.randint(
         jax.random.fold_in(k, step), (batch_size,), 0, n))(rep_keys)
-    states = jax.vmap(copy_step)(states, copy_rank, copy_k, rows[copy_rep])
-    return states, None
+    args = (states, copy_rank, copy_k, rows[copy_rep])
+    if copies_per_step is None:
+      return jax.vmap(copy_step)(*args), None
+    # Groups of copies one after the other, unrolled when traced (no loop
+    # primitive: XLA:CPU runs convolutions inside loops far slower).
+    total = copy_rank.shape[0]
+    parts = []
+    for lo in range(0, total, copies_per_step):
+      part = jax.tree.map(lambda a, lo=lo: a[lo:lo + copies_per_step], args)
+      parts.append(jax.vmap(copy_step)(*part))
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *parts), None
 
-  states, _ = jax.lax.scan(body, states, jnp.arange(num_steps))
-  params = states.params
+  if length == 1:
+    return body(states, start)[0]
+  states, _ = jax.lax.scan(body, states, start + jnp.arange(length))
+  return states
+
+
+def _evaluate(params: Any, copy_rank: Array, copy_k: Array, x_test: Array,
+              y_test: Array, ranks_test: Array, fill: Array, pad_id: Array,
+              keep: Array, groups: masking.FeatureGroups, *,
+              module: nn.Module, eval_chunk: int) -> Array:
+  """Test accuracy of every copy `[copies]` (vmapped, chunks of rows)."""
   per_example = ranks_test.ndim == 3
 
   def correct(rows):
@@ -286,9 +314,27 @@ def _retrain_all(copy_keys: Array, copy_rank: Array, copy_k: Array,
   return jnp.mean(hits.astype(jnp.float32), axis=0)
 
 
-_retrain_all_jit = jax.jit(
-    _retrain_all, static_argnames=('module', 'num_steps', 'batch_size',
-                                   'num_repeats', 'train_flag', 'eval_chunk'))
+_init_states_jit = jax.jit(_init_states, static_argnames=('module',))
+_train_steps_jit = jax.jit(
+    _train_steps, donate_argnums=(0,),
+    static_argnames=('module', 'length', 'batch_size', 'num_repeats',
+                     'train_flag', 'copies_per_step'))
+_evaluate_jit = jax.jit(_evaluate, static_argnames=('module', 'eval_chunk'))
+
+
+def _has_convolution(module: nn.Module, x: Array) -> bool:
+  """Whether `module` applies a convolution (read from its jaxpr)."""
+  def walk(jaxpr) -> bool:
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'conv_general_dilated':
+        return True
+      for sub in jax_core.jaxprs_in_params(eqn.params):
+        if walk(sub):
+          return True
+    return False
+  closed = jax.make_jaxpr(lambda: module.init_with_output(
+      jax.random.key(0), x[:1])[0])()
+  return walk(closed.jaxpr)
 
 
 def _check_data(name: str, data: Any) -> tuple[Array, Array]:
@@ -355,6 +401,7 @@ def retrain_curve(
     repeats: int = 1,
     train_flag: bool = False,
     pad_id: int = 0,
+    loop: str = 'auto',
 ) -> RetrainResult:
   """KAR (mode 'keep') or ROAR (mode 'remove') accuracy curves of rankings.
 
@@ -404,6 +451,13 @@ def retrain_curve(
     train_flag: call the module with `train=True, rngs={'dropout': k}`
       during training (modules with dropout; `models.takes_train_flag`).
     pad_id: the token id of removed tokens.
+    loop: how the copies are stepped. 'scan': all `num_steps` steps in one
+      jitted `lax.scan`, every step `vmap`-ed over the copies (fastest for
+      dense models). 'steps': one jitted call per step (compiled once),
+      the copies one after another inside it, unrolled: XLA:CPU runs a
+      convolution ~30x slower inside a loop body and ~4x slower vmapped
+      over per-copy kernels. 'auto': 'steps' for a module with a
+      convolution on a CPU backend, else 'scan'.
 
   Returns:
     a `RetrainResult`: `fractions [m]`, `accuracy [R, m]`, `accuracy_runs
@@ -470,16 +524,33 @@ def retrain_curve(
       jnp.arange(num_copies))
   elems = int(np.prod(input_shape)) * num_copies
   eval_chunk = max(1, min(x_te.shape[0], _EVAL_ELEMENTS // max(elems, 1)))
-  acc = _retrain_all_jit(
-      copy_keys, jnp.asarray(grid[0], jnp.int32),
-      jnp.asarray(counts[grid[1]], jnp.int32), jnp.asarray(grid[2], jnp.int32),
-      data_key, x_tr, y_tr.astype(jnp.int32), ranks_tr, x_te,
-      y_te.astype(jnp.int32), ranks_te, fill_value,
-      jnp.asarray(learning_rate, jnp.float32),
-      jnp.asarray(pad_id, x_tr.dtype), jnp.asarray(mode == 'keep'), groups,
-      module=module, num_steps=num_steps, batch_size=batch_size,
-      num_repeats=repeats, train_flag=bool(train_flag),
-      eval_chunk=eval_chunk)
+  _checks.check_choice('loop', loop, LOOPS)
+  if loop == 'auto':
+    loop = ('steps' if jax.default_backend() == 'cpu'
+            and _has_convolution(module, x_tr) else 'scan')
+  lr = jnp.asarray(learning_rate, jnp.float32)
+  pad = jnp.asarray(pad_id, x_tr.dtype)
+  keep = jnp.asarray(mode == 'keep')
+  copy_rank = jnp.asarray(grid[0], jnp.int32)
+  copy_k = jnp.asarray(counts[grid[1]], jnp.int32)
+  copy_rep = jnp.asarray(grid[2], jnp.int32)
+  states = _init_states_jit(copy_keys, x_tr[:1], lr, module=module)
+  step_args = (copy_rank, copy_k, copy_rep, data_key, x_tr,
+               y_tr.astype(jnp.int32), ranks_tr, fill_value, lr, pad, keep,
+               groups)
+  step_kw = dict(module=module, batch_size=batch_size, num_repeats=repeats,
+                 train_flag=bool(train_flag))
+  if loop == 'scan':
+    states = _train_steps_jit(states, jnp.int32(0), *step_args,
+                              length=num_steps, copies_per_step=None,
+                              **step_kw)
+  else:
+    for step in range(num_steps):
+      states = _train_steps_jit(states, jnp.int32(step), *step_args,
+                                length=1, copies_per_step=1, **step_kw)
+  acc = _evaluate_jit(states.params, copy_rank, copy_k, x_te,
+                      y_te.astype(jnp.int32), ranks_te, fill_value, pad, keep,
+                      groups, module=module, eval_chunk=eval_chunk)
   runs = np.asarray(acc, np.float64).reshape(num_rankings, m, repeats)
   runs = runs.transpose(0, 2, 1)  # [R, repeats, m]
   accuracy = runs.mean(axis=1)
