@@ -143,7 +143,8 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
     c.num_explain = 5000
     c.kernel_shap.num_samples = 512
     c.retrain.num_train = 20_000
-    c.retrain.num_steps = 1500
+    c.retrain.num_steps = 1000
+    c.retrain.fractions = (0.1, 0.3, 0.5, 0.7, 0.9)  # Hooker et al.'s t
   if arg == 'synthetic_text':
     c.data = 'text'
     c.seq_len = 50
