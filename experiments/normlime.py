@@ -10,6 +10,9 @@ black box's architecture on data that keeps (KAR) or loses (ROAR) the top t%
 features of each map (`xai_jax.retrain.retrain_curve`). Writes config.json,
 metrics.json (keys documented in the config file), figures/ (per-class maps,
 KAR and ROAR curves) into --workdir and prints a table (rows = methods).
+
+  # mean +- std over seeds of finished runs:
+  python -m experiments.normlime --summarize=/tmp/nl_s0,/tmp/nl_s1,/tmp/nl_s2
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from typing import Any
 
 from absl import app
+from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -296,10 +300,43 @@ def table(results: dict[str, float], methods: Any) -> dict[str, dict]:
   return rows
 
 
+SUMMARY_COLUMNS = ('kar_auc', 'roar_auc', 'kar@0.1', 'class_recall')
+
+
+def summarize(workdirs: list[str]) -> str:
+  """A markdown table of mean +- std over runs (e.g. seeds) of `table`'s
+  columns, read from each workdir's metrics.json."""
+  runs = [common.read_json(os.path.join(w, 'metrics.json')) for w in workdirs]
+  if not runs:
+    raise ValueError('summarize needs at least one workdir.')
+  rows = [table(r, METHODS) for r in runs]
+  cols = [c for c in SUMMARY_COLUMNS if any(c in row.get(m, {})
+                                            for row in rows for m in row)]
+  lines = ['| method | ' + ' | '.join(cols) + ' |',
+           '| --- |' + ' --- |' * len(cols)]
+  for m in METHODS:
+    cells = []
+    for c in cols:
+      v = np.array([row[m][c] for row in rows if c in row.get(m, {})])
+      cells.append('' if not v.size else f'{v.mean():.3f} ± {v.std():.3f}'
+                   if v.size > 1 else f'{v[0]:.3f}')
+    if any(cells):
+      lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
+  acc = [r['blackbox/test_accuracy'] for r in runs]
+  lines.append(f'\n{len(runs)} run(s); black box test accuracy '
+               f'{np.mean(acc):.3f} ± {np.std(acc):.3f}.')
+  return '\n'.join(lines)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
+  if _SUMMARIZE.value:
+    print(summarize(_SUMMARIZE.value))
+    return
   config = _CONFIG.value
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required (or --summarize).')
   results = run(config, _WORKDIR.value)
   print(common.format_table(
       table(results, config.methods),
@@ -310,9 +347,12 @@ def main(argv: list[str]) -> None:
 
 def _define_flags() -> None:
   """Defines the binary's flags (only when run as a program)."""
-  global _CONFIG, _WORKDIR
+  global _CONFIG, _WORKDIR, _SUMMARIZE
   _CONFIG, _WORKDIR = common.define_config_flags(
-      'experiments/configs/normlime.py:switch')
+      'experiments/configs/normlime.py:switch', workdir_required=False)
+  _SUMMARIZE = flags.DEFINE_list(
+      'summarize', None, 'Workdirs of finished runs (e.g. one per seed): '
+      'print the mean +- std table of their metrics.json and exit.')
 
 
 if __name__ == '__main__':

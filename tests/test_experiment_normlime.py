@@ -59,3 +59,16 @@ def test_switch_end_to_end_tiny(tmp_path):
   assert res['kar/normlime/0.5'] > res['kar/random/0.5']
   assert os.path.isfile(tmp_path / 'figures' / 'kar_roar.png')
   assert os.path.isfile(tmp_path / 'figures' / 'class_maps.png')
+
+
+def test_summarize_mean_and_spread(tmp_path):
+  for i, v in enumerate((0.8, 0.9)):
+    d = tmp_path / f's{i}'
+    d.mkdir()
+    (d / 'metrics.json').write_text(json.dumps({
+        'blackbox/test_accuracy': 0.95, 'kar_auc/normlime': v,
+        'kar_auc/random': 0.5, 'roar_auc/normlime': 0.6}))
+  out = normlime_exp.summarize([str(tmp_path / 's0'), str(tmp_path / 's1')])
+  assert '| normlime | 0.850 ± 0.050 | 0.600 ± 0.000 |' in out
+  assert '| random | 0.500 ± 0.000 |  |' in out
+  assert '2 run(s)' in out
