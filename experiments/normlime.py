@@ -33,7 +33,9 @@ from experiments import common
 from xai_jax import attribution
 from xai_jax import masking
 from xai_jax import models
+from xai_jax import metrics
 from xai_jax import normlime
+from xai_jax import realx
 from xai_jax import retrain
 from xai_jax import timing
 from xai_jax import train
@@ -239,10 +241,52 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             results[f'{tag}/{name}/{t:.1f}'] = float(v)
           curves.setdefault(tag, {})[name] = (np.asarray(res.fractions), row)
   results['retrain_seconds'] = t_re.wall
+  if config.evalx.num_steps > 0:
+    with timing.timed() as t_ev:
+      _evalx_curves(config, module, modality, groups, x_tr, y_tr, x_te, y_te,
+                    runs, jax.random.fold_in(k_retrain, 99), results, curves)
+    results['evalx_seconds'] = t_ev.wall
   _figures(config, train_ds, maps, globals_, curves, groups, f, workdir)
   results['run_seconds'] = time.perf_counter() - t_start
   train.write_metrics_json(workdir, results)
   return results
+
+
+def _evalx_curves(config, module, modality, groups, x_tr, y_tr, x_te, y_te,
+                  runs, key, results, curves) -> None:
+  """EVAL-X accuracy of the top-t features of every map (evalx/...).
+
+  One evaluator, trained on random masks (Jethani et al. 2021), scores the
+  kept features of every map without retraining on them, so a map cannot
+  teach it anything through the pattern of its masks (the class-specific
+  maps of KAR/ROAR do: docs/normlime.md).
+  """
+  ec = config.evalx
+  kw = {} if modality == 'tabular' else {'model': module}
+  evaluator = realx.train_evalx(
+      key, x_tr, y_tr, groups=groups, num_steps=ec.num_steps,
+      batch_size=ec.batch_size, learning_rate=ec.learning_rate,
+      keep_prob=ec.keep_prob, **kw)
+  fractions = tuple(config.retrain.fractions)
+  for names, _, imp_te in runs.values():
+    masks = np.asarray(retrain.feature_masks(imp_te, fractions, mode='keep',
+                                             key=key))   # [R, m, (n,) F]
+    acc = np.zeros(masks.shape[:2])
+    for r in range(masks.shape[0]):
+      for j in range(masks.shape[1]):
+        sel = np.broadcast_to(masks[r, j], (len(x_te), masks.shape[-1]))
+        acc[r, j] = float(metrics.evalx_accuracy(
+            evaluator, x_te, sel.astype(np.float32), y_te,
+            groups=groups)['evalx_accuracy'])
+    if names == ['random']:
+      acc = acc.mean(0, keepdims=True)
+    for name, row in zip(names, acc):
+      area = (np.trapezoid(row, fractions) / (fractions[-1] - fractions[0])
+              if len(fractions) > 1 else row[0])
+      results[f'evalx_auc/{name}'] = float(area)
+      for t, v in zip(fractions, row):
+        results[f'evalx/{name}/{t:.1f}'] = float(v)
+      curves.setdefault('evalx', {})[name] = (np.asarray(fractions), row)
 
 
 def _figures(config, ds, maps, globals_, curves, groups, f, workdir) -> None:
@@ -272,12 +316,13 @@ def _figures(config, ds, maps, globals_, curves, groups, f, workdir) -> None:
     fig = viz.map_bars(bars, labels=labels, top=None if f <= 30 else 25,
                        title=f'{ds.name}: NormLIME maps')
   viz.save(fig, os.path.join(fig_dir, 'class_maps.png'), dpi=90)
-  panels = {('KAR: keep top t (higher is better)' if tag == 'kar' else
-             'ROAR: remove top t (lower is better)'): c
-            for tag, c in curves.items()}
+  titles = {'kar': 'KAR: keep top t, retrain (higher is better)',
+            'roar': 'ROAR: remove top t, retrain (lower is better)',
+            'evalx': 'EVAL-X: keep top t (higher is better)'}
+  panels = {titles[tag]: c for tag, c in curves.items()}
   if panels:
     fig = viz.curves(panels, xlabel='fraction t of features',
-                     ylabel='test accuracy after retraining')
+                     ylabel='test accuracy')
     viz.save(fig, os.path.join(fig_dir, 'kar_roar.png'), dpi=90)
 
 
@@ -292,6 +337,7 @@ def table(results: dict[str, float], methods: Any) -> dict[str, dict]:
                      ('kar@0.5', f'kar/{m}/0.5'),
                      ('roar_auc', f'roar_auc/{m}'),
                      ('roar@0.5', f'roar/{m}/0.5'),
+                     ('evalx_auc', f'evalx_auc/{m}'),
                      ('class_recall', f'class_topk_recall/{m}')):
       if key in results:
         row[col] = results[key]
@@ -300,7 +346,8 @@ def table(results: dict[str, float], methods: Any) -> dict[str, dict]:
   return rows
 
 
-SUMMARY_COLUMNS = ('kar_auc', 'roar_auc', 'kar@0.1', 'class_recall')
+SUMMARY_COLUMNS = ('kar_auc', 'roar_auc', 'evalx_auc', 'kar@0.1',
+                   'class_recall')
 
 
 def summarize(workdirs: list[str]) -> str:

@@ -46,17 +46,19 @@ def test_switch_end_to_end_tiny(tmp_path):
               **{'blackbox.num_steps': 300, 'normlime.num_samples': 300,
                  'kernel_shap.num_samples': 64, 'retrain.num_train': 1000,
                  'retrain.num_steps': 150, 'retrain.num_random': 2,
-                 'retrain.fractions': (0.2, 0.5, 0.8)})
+                 'retrain.fractions': (0.2, 0.5, 0.8),
+                 'evalx.num_steps': 200})
   res = normlime_exp.run(c, str(tmp_path))
   with open(tmp_path / 'metrics.json') as f:
     saved = json.load(f)
   for m in normlime_exp.METHODS:
     assert f'kar_auc/{m}' in saved and f'roar_auc/{m}' in saved
-    assert f'kar/{m}/0.5' in saved
+    assert f'kar/{m}/0.5' in saved and f'evalx_auc/{m}' in saved
   assert 'class_topk_recall/normlime_class' in saved
   # The switch label depends on X10's regime: every informed map ranks
   # better than random orderings when retrained on its top half.
   assert res['kar/normlime/0.5'] > res['kar/random/0.5']
+  assert res['evalx/normlime/0.5'] > res['evalx/random/0.5']
   assert os.path.isfile(tmp_path / 'figures' / 'kar_roar.png')
   assert os.path.isfile(tmp_path / 'figures' / 'class_maps.png')
 

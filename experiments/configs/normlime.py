@@ -50,6 +50,11 @@ metrics.json keys (flat):
       better; ROAR: lower is better)
   kar/<method>/<t>, roar/<method>/<t>  test accuracy after retraining with
       t = 0.1 ... 0.9 of the features kept (KAR) or removed (ROAR)
+  evalx_auc/<method>, evalx/<method>/<t>  the same keep curve scored by one
+      EVAL-X evaluator (trained on random masks, masked features 0; token
+      ids: PAD) instead of retraining: immune to a map that encodes the
+      label in its masks (the class-specific maps do under KAR/ROAR)
+  evalx_seconds
   synthetic tabular sets with per-row ground truth:
   class_topk_recall/<method>  mean over the ground-truth groups (switch: the
       two regimes; other sets: one group) of |top-k of the group's map ∩ the
@@ -125,12 +130,21 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
       'fill': 'mean',       # removed features: the training mean
       'modes': ('keep', 'remove'),  # KAR, ROAR
   })
+  # ------------------------------------------------------------ EVAL-X
+  # One evaluator trained on random masks (Jethani et al. 2021) scores the
+  # top-t features of every map without retraining on them (0 steps: off).
+  c.evalx = ml_collections.ConfigDict({
+      'num_steps': 3000, 'batch_size': 256, 'learning_rate': 1e-3,
+      'keep_prob': 0.5,   # p of the Bernoulli(p) group masks
+  })
   c.num_figure_classes = 10  # per-class maps drawn in figures/
 
   if arg == 'breast_cancer':
     c.blackbox.model_kwargs.activation = 'relu'
     c.blackbox.num_steps = 1000
     c.num_explain = 427           # every training row
+    c.evalx.num_steps = 1000
+    c.evalx.batch_size = 64
     c.retrain.num_train = 427
     c.retrain.num_steps = 800
     c.retrain.batch_size = 64
@@ -160,4 +174,5 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
     c.normlime.positive_only = True  # the authors' text variant
     c.num_explain = 2000
     c.retrain.num_steps = 600
+    c.retrain.fractions = (0.1, 0.3, 0.5, 0.7, 0.9)  # Hooker et al.'s t
   return c
