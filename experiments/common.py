@@ -298,6 +298,41 @@ def format_table(rows: Mapping[str, Mapping[str, Any]] | Mapping[str, Any],
   return '\n'.join(lines)
 
 
+def summarize_runs(workdirs: list[str],
+                   table_fn: Callable[[dict[str, Any]], Mapping[str, Mapping]],
+                   columns: tuple[str, ...]) -> str:
+  """A markdown table of mean +- std over runs (e.g. one per seed).
+
+  Args:
+    workdirs: folders of finished runs, each with a metrics.json.
+    table_fn: flat metrics -> rows (name -> column -> value), the binary's
+      own table.
+    columns: the columns to show, in order (those present in some run).
+  Returns:
+    the markdown table and a line with the black box's test accuracy.
+  """
+  runs = [read_json(os.path.join(w, 'metrics.json')) for w in workdirs]
+  if not runs:
+    raise ValueError('summarize needs at least one workdir.')
+  tables = [table_fn(r) for r in runs]
+  names = list(dict.fromkeys(n for t in tables for n in t))
+  cols = [c for c in columns if any(c in t.get(n, {}) for t in tables
+                                    for n in t)]
+  lines = ['| method | ' + ' | '.join(cols) + ' |',
+           '| --- |' + ' --- |' * len(cols)]
+  for name in names:
+    cells = []
+    for c in cols:
+      v = np.array([t[name][c] for t in tables if c in t.get(name, {})])
+      cells.append('' if not v.size else f'{v.mean():.3f} ± {v.std():.3f}'
+                   if v.size > 1 else f'{v[0]:.3f}')
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  acc = [r.get('blackbox/test_accuracy', np.nan) for r in runs]
+  lines.append(f'\n{len(runs)} run(s); black box test accuracy '
+               f'{np.mean(acc):.3f} ± {np.std(acc):.3f}.')
+  return '\n'.join(lines)
+
+
 def define_config_flags(default_config: str, *, workdir_required: bool = True
                         ) -> tuple[Any, Any]:
   """Defines a binary's `--config` (file:variant) and `--workdir` flags.

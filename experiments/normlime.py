@@ -104,16 +104,11 @@ def _per_row(maps: jax.Array, x: np.ndarray, modality: str) -> jax.Array:
   return jnp.where(tokens[None] == 0, low, vals)
 
 
-def _recall(maps_by_group: np.ndarray, truth_by_group: np.ndarray, k: int
-            ) -> float:
-  """Mean over groups of |top-k(map) ∩ truth| / |truth|."""
-  out = []
-  for m, t in zip(maps_by_group, truth_by_group):
-    if not np.all(np.isfinite(m)) or not t.any():
-      continue
-    top = np.argsort(-m, kind='stable')[:k]
-    out.append(t[top].sum() / t.sum())
-  return float(np.mean(out)) if out else float('nan')
+def _recall(maps_by_group: np.ndarray, truth: np.ndarray, k: int) -> float:
+  """Mean over groups of the top-k recall (TPR at k) of each group's map."""
+  maps_by_group = np.nan_to_num(np.asarray(maps_by_group, np.float32))
+  return float(metrics.tpr_fdr_at_k(jnp.asarray(maps_by_group),
+                                    truth, k, absolute=False)['tpr_mean'])
 
 
 def _recalls(config, ds, local, ks_local, maps, globals_) -> dict[str, float]:
@@ -267,26 +262,18 @@ def _evalx_curves(config, module, modality, groups, x_tr, y_tr, x_te, y_te,
       key, x_tr, y_tr, groups=groups, num_steps=ec.num_steps,
       batch_size=ec.batch_size, learning_rate=ec.learning_rate,
       keep_prob=ec.keep_prob, **kw)
-  fractions = tuple(config.retrain.fractions)
   for names, _, imp_te in runs.values():
-    masks = np.asarray(retrain.feature_masks(imp_te, fractions, mode='keep',
-                                             key=key))   # [R, m, (n,) F]
-    acc = np.zeros(masks.shape[:2])
-    for r in range(masks.shape[0]):
-      for j in range(masks.shape[1]):
-        sel = np.broadcast_to(masks[r, j], (len(x_te), masks.shape[-1]))
-        acc[r, j] = float(metrics.evalx_accuracy(
-            evaluator, x_te, sel.astype(np.float32), y_te,
-            groups=groups)['evalx_accuracy'])
+    res = retrain.evalx_curve(evaluator, x_te, y_te, imp_te, groups=groups,
+                              fractions=tuple(config.retrain.fractions),
+                              key=key)
+    acc, auc = np.asarray(res.accuracy), np.asarray(res.auc)
     if names == ['random']:
-      acc = acc.mean(0, keepdims=True)
-    for name, row in zip(names, acc):
-      area = (np.trapezoid(row, fractions) / (fractions[-1] - fractions[0])
-              if len(fractions) > 1 else row[0])
-      results[f'evalx_auc/{name}'] = float(area)
-      for t, v in zip(fractions, row):
+      acc, auc = acc.mean(0, keepdims=True), auc.mean(keepdims=True)
+    for name, a, row in zip(names, auc, acc):
+      results[f'evalx_auc/{name}'] = float(a)
+      for t, v in zip(res.fractions, row):
         results[f'evalx/{name}/{t:.1f}'] = float(v)
-      curves.setdefault('evalx', {})[name] = (np.asarray(fractions), row)
+      curves.setdefault('evalx', {})[name] = (res.fractions, row)
 
 
 def _figures(config, ds, maps, globals_, curves, groups, f, workdir) -> None:
@@ -351,28 +338,9 @@ SUMMARY_COLUMNS = ('kar_auc', 'roar_auc', 'evalx_auc', 'kar@0.1',
 
 
 def summarize(workdirs: list[str]) -> str:
-  """A markdown table of mean +- std over runs (e.g. seeds) of `table`'s
-  columns, read from each workdir's metrics.json."""
-  runs = [common.read_json(os.path.join(w, 'metrics.json')) for w in workdirs]
-  if not runs:
-    raise ValueError('summarize needs at least one workdir.')
-  rows = [table(r, METHODS) for r in runs]
-  cols = [c for c in SUMMARY_COLUMNS if any(c in row.get(m, {})
-                                            for row in rows for m in row)]
-  lines = ['| method | ' + ' | '.join(cols) + ' |',
-           '| --- |' + ' --- |' * len(cols)]
-  for m in METHODS:
-    cells = []
-    for c in cols:
-      v = np.array([row[m][c] for row in rows if c in row.get(m, {})])
-      cells.append('' if not v.size else f'{v.mean():.3f} ± {v.std():.3f}'
-                   if v.size > 1 else f'{v[0]:.3f}')
-    if any(cells):
-      lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
-  acc = [r['blackbox/test_accuracy'] for r in runs]
-  lines.append(f'\n{len(runs)} run(s); black box test accuracy '
-               f'{np.mean(acc):.3f} ± {np.std(acc):.3f}.')
-  return '\n'.join(lines)
+  """Mean +- std over finished runs (e.g. seeds) of `table`'s columns."""
+  return common.summarize_runs(workdirs, lambda r: table(r, METHODS),
+                               SUMMARY_COLUMNS)
 
 
 def main(argv: list[str]) -> None:

@@ -269,3 +269,19 @@ def test_step_loop_equals_the_scan_and_is_chosen_for_convolutions():
   assert not retrain._has_convolution(_mlp(), jnp.zeros((1, D)))
   with pytest.raises(ValueError, match='loop'):
     retrain.retrain_curve(2, _mlp(), TRAIN, TEST, imp, imp, loop='fast', **kw)
+
+
+def test_evalx_curve_scores_rankings_without_retraining():
+  from xai_jax import realx
+  evaluator = realx.train_evalx(0, TRAIN[0], TRAIN[1], num_steps=600,
+                                batch_size=64)
+  imp = np.stack([np.arange(D, 0, -1), np.arange(D)]).astype(np.float32)
+  res = retrain.evalx_curve(evaluator, TEST[0], TEST[1], imp,
+                            fractions=(0.3, 0.7))
+  assert res.accuracy.shape == (2, 2)
+  assert res.accuracy[0, 0] > 0.8 > 0.65 > res.accuracy[1, 0]
+  np.testing.assert_allclose(res.auc, res.accuracy.mean(1))
+  per_row = np.broadcast_to(imp[:, None], (2, len(TEST[0]), D))
+  same = retrain.evalx_curve(evaluator, TEST[0], TEST[1], per_row,
+                             fractions=(0.3, 0.7))
+  np.testing.assert_allclose(same.accuracy, res.accuracy)

@@ -58,6 +58,7 @@ import optax
 from xai_jax import _checks
 from xai_jax import blackbox
 from xai_jax import masking
+from xai_jax import metrics
 from xai_jax import models
 from xai_jax import train as train_lib
 
@@ -335,6 +336,59 @@ def _has_convolution(module: nn.Module, x: Array) -> bool:
   closed = jax.make_jaxpr(lambda: module.init_with_output(
       jax.random.key(0), x[:1])[0])()
   return walk(closed.jaxpr)
+
+
+class EvalxResult(NamedTuple):
+  """`evalx_curve`'s output.
+
+  Attributes:
+    fractions: `[m]`.
+    accuracy: `[R, m]` EVAL-X accuracy of every ranking at every fraction.
+    auc: `[R]` trapezoid area / (fractions[-1] - fractions[0]).
+  """
+  fractions: np.ndarray
+  accuracy: np.ndarray
+  auc: np.ndarray
+
+
+def evalx_curve(evaluator: Any, x: Any, y: Any, importance: Any, *,
+                groups: masking.FeatureGroups | None = None,
+                fractions: Sequence[float] = FRACTIONS,
+                key: Array | int | None = None) -> EvalxResult:
+  """The keep curve scored by an EVAL-X evaluator instead of retraining.
+
+  For every ranking and fraction t, the top-t features of each test row are
+  kept (`feature_masks(..., mode='keep')`) and the evaluator q, trained once
+  on random masks (`realx.train_evalx`, Jethani et al. 2021, Eq. 5), is
+  scored on the masked rows (`metrics.evalx_accuracy`). Unlike KAR, q never
+  trains on a ranking's masks, so a ranking cannot pass the label to it
+  through the pattern of its masks (per-row maps chosen by the predicted
+  class do exactly that under KAR/ROAR).
+
+  Args:
+    evaluator: a `realx.Evaluator`.
+    x: `[n, *input_shape]` test rows.
+    y: int labels `[n]`.
+    importance: `[R, F]` or `[R, n, F]` maps (as `retrain_curve`).
+    groups: the features' groups (None: every input element).
+    fractions: `[m]` increasing in (0, 1).
+    key: breaks ties in the rankings (None: by index).
+  Returns:
+    an `EvalxResult` (`accuracy [R, m]`, `auc [R]`).
+  """
+  f = _check_fractions(fractions)
+  masks = np.asarray(feature_masks(importance, f, mode='keep', key=key))
+  n = int(np.shape(x)[0])
+  acc = np.zeros(masks.shape[:2])
+  for r in range(masks.shape[0]):
+    for j in range(masks.shape[1]):
+      sel = np.broadcast_to(masks[r, j], (n, masks.shape[-1]))
+      acc[r, j] = float(metrics.evalx_accuracy(
+          evaluator, x, sel.astype(np.float32), y,
+          groups=groups)['evalx_accuracy'])
+  auc = (np.trapezoid(acc, f, axis=-1) / (f[-1] - f[0]) if len(f) > 1
+         else acc[:, 0])
+  return EvalxResult(fractions=f, accuracy=acc, auc=np.asarray(auc))
 
 
 def _check_data(name: str, data: Any) -> tuple[Array, Array]:
