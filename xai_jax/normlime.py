@@ -599,6 +599,7 @@ def fit(key: Array | int | None, model: bb.BlackBox | Callable, x: Any,
   """
   cfg = protocol.merge_config(default_config(), config, overrides,
                               method='normlime')
+  _checks.check_choice('variant', cfg.variant, VARIANTS)  # before LIME runs
   box = bb.as_blackbox(model, input_shape=np.shape(x)[1:]) \
       if not isinstance(model, bb.BlackBox) else model
   local = local_explanations(key, box, x, cfg, groups=groups,
