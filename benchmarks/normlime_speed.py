@@ -64,11 +64,12 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Callable
 
 import numpy as np
+
+import peer_process
 
 # A peer child (`--peer NAME`) imports numpy and its peer package only: no
 # JAX, no xai_jax.
@@ -230,51 +231,11 @@ PEERS: dict[str, Callable[..., tuple[dict[str, Any], np.ndarray]]] = {
 }
 
 
-def peer_child_main(argv: list[str]) -> None:
-  """The body of a peer process: inputs .npz in, result .npz out."""
-  p = argparse.ArgumentParser()
-  p.add_argument('--peer', required=True, choices=sorted(PEERS))
-  p.add_argument('--inputs', required=True)
-  p.add_argument('--result', required=True)
-  args = p.parse_args(argv)
-  data = np.load(args.inputs)
-  w = {k[2:]: data[k] for k in data.files if k.startswith('w:')}
-  opts = json.loads(str(data['options']))
-  extra = {'train': data['train']} if 'train' in data.files else {}
-  try:
-    info, values = PEERS[args.peer](w, data['x'], opts, **extra)
-  except ImportError as e:
-    info, values = dict(skipped=str(e)), np.zeros((0,))
-  # The point of the separate process: the peer ran without JAX loaded.
-  info['jax_loaded'] = 'jax' in sys.modules
-  info['xai_jax_loaded'] = 'xai_jax' in sys.modules
-  np.savez(args.result, values=values, info=json.dumps(info))
-
-
 def run_peer(name: str, w: dict[str, np.ndarray], x: np.ndarray,
              opts: dict[str, Any], train: np.ndarray | None = None
              ) -> tuple[dict[str, Any], np.ndarray | None]:
-  """Runs peer `name` in a fresh process without JAX; returns (info, values)
-  (`failed` with the child's stderr tail and None if it fails)."""
-  with tempfile.TemporaryDirectory(prefix='xai_jax_normlime_peer_') as tmp:
-    inputs = os.path.join(tmp, 'inputs.npz')
-    result = os.path.join(tmp, 'result.npz')
-    arrays = {f'w:{k}': v for k, v in w.items()}
-    arrays.update(x=np.ascontiguousarray(x, np.float32),
-                  options=json.dumps(opts))
-    if train is not None:
-      arrays['train'] = train
-    np.savez(inputs, **arrays)
-    env = dict(os.environ, TQDM_DISABLE='1')
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), '--peer', name,
-         '--inputs', inputs, '--result', result],
-        capture_output=True, text=True, check=False, env=env)
-    if proc.returncode != 0 or not os.path.exists(result):
-      return dict(failed=proc.stderr[-2000:]), None
-    out = np.load(result)
-    info = json.loads(str(out['info']))
-    return info, (None if 'skipped' in info else np.asarray(out['values']))
+  """`peer_process.run` for this file's peers (a fresh process, no JAX)."""
+  return peer_process.run(__file__, name, w, x, opts, train)
 
 
 # ------------------------------------------------------- data and models
@@ -735,7 +696,7 @@ def main(argv=None) -> dict:
 
 if __name__ == '__main__':
   if PEER_CHILD:
-    peer_child_main(sys.argv[1:])
+    peer_process.child_main(sys.argv[1:], PEERS)
   elif '--memory_child' in sys.argv[1:]:
     memory_child_main(int(sys.argv[sys.argv.index('--memory_child') + 1]))
   else:
