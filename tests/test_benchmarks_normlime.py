@@ -15,7 +15,7 @@ def test_normlime_speed_quick_writes_every_part(tmp_path):
   out = tmp_path / 'normlime.json'
   proc = subprocess.run(
       [sys.executable, os.path.join(_ROOT, 'benchmarks', 'normlime_speed.py'),
-       '--quick', '--skip', 'cnn', '--out', str(out)],
+       '--quick', '--skip', 'cnn,memory', '--out', str(out)],
       capture_output=True, text=True, check=False, timeout=300,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -23,7 +23,9 @@ def test_normlime_speed_quick_writes_every_part(tmp_path):
   res = json.loads(out.read_text())
   assert res['quick'] is True and res['num_samples'] == 1000
   assert res['patches'] == 49
-  assert 'cnn' not in res   # skipped here (compiling it costs ~20 s)
+  # Skipped here (the CNN's compilation and the memory children's start-up
+  # cost ~30 s); every full run checks the CNN's twin and the memory.
+  assert 'cnn' not in res and 'memory' not in res
   for name in ('mlp',):
     r = res[name]
     # The numpy twin the lime peers call matches the JAX black box.
@@ -48,7 +50,3 @@ def test_normlime_speed_quick_writes_every_part(tmp_path):
   assert tab['lime_tabular']['jax_loaded'] is False
   assert tab['lime_tabular']['ratio'] > 0
   assert tab['lime_tabular']['agreement']['mean_pearson'] > 0.5
-  mem = res['memory']
-  for size in ('100', '300'):
-    assert mem[size]['peak_rss_mib'] > 0 and mem[size]['vm_hwm_mib'] > 0
-  assert mem['ratio'] > 0
