@@ -306,3 +306,20 @@ def test_superpixels_end_to_end():
   assert int(np.argmax(ex.maps.global_)) == int(left[0])
   with pytest.raises(ValueError, match='custom feature_ids'):
     normlime.explain(ex, x[:2])
+
+
+def test_a_model_that_returns_nan_raises():
+  x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+  nan_on_x = bb.from_jax(lambda z: jnp.log(z) @ jnp.ones((4, 3)),
+                         input_shape=(4,))
+  with pytest.raises(ValueError, match='model returned NaN or inf outputs'):
+    normlime.fit(0, nan_on_x, x, num_samples=50)
+  # Finite on x, NaN on LIME's perturbed rows (far from the data).
+  nan_far = bb.from_jax(
+      lambda z: jnp.where(jnp.abs(z).max(-1, keepdims=True) > 2.5, jnp.nan,
+                          z @ jnp.ones((4, 3))), input_shape=(4,))
+  with pytest.raises(ValueError, match='perturbed inputs'):
+    normlime.fit(0, nan_far, np.clip(x, -2, 2), num_samples=200)
+  ok = normlime.fit(0, _linear_box(d=4), x, num_samples=50)
+  with pytest.raises(ValueError, match='model returned NaN'):
+    normlime.explain(ok.replace(model=nan_on_x), x)

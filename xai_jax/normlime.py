@@ -473,6 +473,11 @@ def local_explanations(key: Array | int | None, model: bb.BlackBox | Callable,
     coef = attribution.lime(box, xc, key=key, target=tc, **opts)
     parts.append(coef.reshape(size, -1)[:hi - lo])
   weights = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+  if not bool(jnp.all(jnp.isfinite(weights))):
+    raise ValueError('LIME weights are NaN or inf: model returned non-finite '
+                     'outputs on perturbed inputs (switched-off groups take '
+                     f'baseline={cfg.baseline!r}; tabular rows are sampled '
+                     'around the data).')
   m = weights.shape[1]
   num_classes = int(box.num_outputs)
   if feature_ids is not None:
@@ -497,9 +502,15 @@ def local_explanations(key: Array | int | None, model: bb.BlackBox | Callable,
 
 
 def _labels(box: bb.BlackBox, x: Array, target: Any, rows: int) -> Array:
+  """The explained labels `[n]`: `target`, or the predicted class. Raises a
+  ValueError when the black box returns NaN or inf on `x`."""
   n = x.shape[0]
+  out = jax.jit(bb.forward_in_chunks, static_argnums=2)(box, x, rows)
+  bad = int(jnp.sum(~jnp.all(jnp.isfinite(out), axis=-1)))
+  if bad:
+    raise ValueError(f'model returned NaN or inf outputs on {bad} of the {n} '
+                     'rows of x; NormLIME cannot explain them.')
   if target is None:
-    out = jax.jit(bb.forward_in_chunks, static_argnums=2)(box, x, rows)
     return jnp.argmax(out, -1).astype(jnp.int32)
   t = np.asarray(bb.resolve_target(None, target, n))
   if t.size and (t.min() < 0 or t.max() >= box.num_outputs):
