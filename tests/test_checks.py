@@ -65,3 +65,26 @@ def test_check_model_input():
     _checks.check_model_input(box, np.ones((4, 2), np.float32), 'inputs')
   with pytest.raises(ValueError, match='at least one example'):
     _checks.check_model_input(box, np.ones((0, 3), np.float32))
+
+
+@pytest.mark.parametrize('target', [-1, 3, np.array([0, 5])])
+def test_check_target_range_rejects_out_of_range_and_negative(target):
+  with pytest.raises(ValueError, match=r'target must be in \[0, 3\)'):
+    _checks.check_target_range('target', target, 3)
+
+
+def test_check_target_range_accepts_valid_and_rejects_floats():
+  _checks.check_target_range('target', np.array([0, 1, 2]), 3)
+  _checks.check_target_range('target', None, 3)
+  with pytest.raises(ValueError, match='integer class indices'):
+    _checks.check_target_range('target', 1.0, 3)
+
+
+def test_check_finite_outputs_names_the_rows():
+  _checks.check_finite_outputs(np.ones((4, 2)), method='m')
+  v = np.ones((4, 2))
+  v[2, 1] = np.inf
+  v[3, 0] = np.nan
+  with pytest.raises(ValueError, match=r'kernel_shap: .* 2 of 4 rows '
+                     r'\(first: row 2\)'):
+    _checks.check_finite_outputs(v, method='kernel_shap')

@@ -274,3 +274,58 @@ def check_model_input(box: Any, x: Any, name: str = 'x') -> jax.Array:
   if x.shape[0] == 0:
     raise ValueError(f'{name} must hold at least one example.')
   return x
+
+
+def check_target_range(name: str, target: Any, num_outputs: int,
+                       *, model: str = 'the black box') -> None:
+  """Raises a ValueError naming `name` if a class index is outside `[0, c)`.
+
+  Negative indices are rejected too: `target=-1` is never "the last class".
+  Skipped for tracers (the values are unknown under jit).
+
+  Args:
+    name: the argument's name, used in the error message.
+    target: an int or an int array of class indices (or None: no check).
+    num_outputs: `c`, the number of model outputs.
+    model: how the message names the model.
+  """
+  if target is None or is_tracer(target):
+    return
+  t = np.asarray(target)
+  if t.dtype == bool or not np.issubdtype(t.dtype, np.integer):
+    raise ValueError(f'{name} must hold integer class indices, got {t.dtype}.')
+  if t.size and (t.min() < 0 or t.max() >= num_outputs):
+    raise ValueError(f'{name} must be in [0, {num_outputs}) for {model} '
+                     f'({num_outputs} outputs), got values in [{t.min()}, '
+                     f'{t.max()}].')
+
+
+def check_finite_outputs(values: Any, *, method: str,
+                         where: str = 'x') -> None:
+  """Raises a ValueError when a black box returned NaN or inf.
+
+  The one rule for non-finite model outputs (`nan_policy='raise'`, the only
+  policy): an explainer or metric whose model values are NaN or inf raises
+  instead of returning NaN (or zero) attributions. Skipped for tracers.
+
+  Args:
+    values: model outputs, scores or results computed from them, `[n, ...]`
+      (row i belongs to example i of the explained batch).
+    method: the explainer or metric, for the message.
+    where: which inputs produced them ('x', 'perturbed copies of x', ...).
+  Raises:
+    ValueError: counting the rows with non-finite values and naming the first.
+  """
+  if values is None or is_tracer(values):
+    return
+  v = np.asarray(values)
+  if not np.issubdtype(v.dtype, np.inexact):
+    return
+  bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(-1) if v.ndim else (
+      ~np.isfinite(v)[None])
+  if bad.any():
+    rows = np.flatnonzero(bad)
+    raise ValueError(
+        f'{method}: the model returned NaN or inf on {where} for {rows.size} '
+        f'of {bad.size} rows (first: row {int(rows[0])}); the explanation '
+        'would be NaN or wrong. Fix the model or drop those rows.')
