@@ -184,11 +184,30 @@ def test_lime_chunking_and_batch_invariance():
   box = bb.from_jax(_prob_box(d), input_shape=(d,), output='probs')
   x = jax.random.normal(jax.random.key(0), (5, d))
   key = jax.random.key(1)
-  a = xlime.lime(box, x, key=key, num_samples=300)
+  a = xlime.lime(box, x, key=key, num_samples=300, stats_from_batch=True)
   # Two rows, 100 model rows per call, the statistics of the full batch.
   c = xlime.lime(box, x[:2], key=key, num_samples=300, chunk_size=100,
                  feature_mean=jnp.mean(x, 0), feature_std=jnp.std(x, 0))
   np.testing.assert_allclose(a[:2], c, atol=1e-5)
+  # data= gives the same statistics, and a row no longer depends on its batch
+  e = xlime.lime(box, x[:2], key=key, num_samples=300, data=x)
+  np.testing.assert_allclose(e, c, atol=1e-5)
+  one = xlime.lime(box, x[:1], key=key, num_samples=300, data=x)
+  np.testing.assert_allclose(one, e[:1], atol=1e-5)
+
+
+def test_lime_tabular_needs_a_source_of_statistics():
+  d = 4
+  box = bb.from_jax(_prob_box(d), input_shape=(d,), output='probs')
+  x = jax.random.normal(jax.random.key(0), (3, d))
+  with pytest.raises(ValueError, match='pass data='):
+    xlime.lime(box, x, key=0)
+  with pytest.raises(ValueError, match='pass data='):
+    xlime.lime_tabular_samples(0, x, 10)
+  with pytest.raises(ValueError, match=r'data must have shape \[m, 4\]'):
+    xlime.lime(box, x, key=0, data=jnp.ones((5, 3)))
+  with pytest.raises(ValueError, match='not both'):
+    xlime.lime(box, x, key=0, data=x, stats_from_batch=True)
 
 
 def test_lime_bad_inputs():
@@ -201,7 +220,8 @@ def test_lime_bad_inputs():
   with pytest.raises(ValueError, match='x contains NaN'):
     xlime.lime(box, x.at[1, 1].set(jnp.nan), key=key)
   with pytest.raises(ValueError, match='feature_std'):
-    xlime.lime(box, x, key=key, feature_std=jnp.ones(d + 1))
+    xlime.lime(box, x, key=key, feature_mean=jnp.zeros(d),
+               feature_std=jnp.ones(d + 1))
   with pytest.raises(ValueError, match='baseline'):
     xlime.lime(box, x, key=key, baseline=0.0)
   with pytest.raises(ValueError, match='baseline'):
@@ -235,16 +255,16 @@ def test_int_seeds_are_keys():
   box = _prob_box(d)
   x = jax.random.normal(jax.random.key(0), (2, d))
   key = jax.random.key(5)
-  np.testing.assert_array_equal(xlime.lime(box, x, key=5, num_samples=300),
-                                xlime.lime(box, x, key=key, num_samples=300))
+  np.testing.assert_array_equal(xlime.lime(box, x, key=5, num_samples=300, data=x),
+                                xlime.lime(box, x, key=key, num_samples=300, data=x))
   g = masking.feature_groups((d,))
   np.testing.assert_array_equal(
       xlime.lime(box, x, key=5, mode='groups', groups=g, num_samples=64),
       xlime.lime(box, x, key=key, mode='groups', groups=g, num_samples=64))
   np.testing.assert_array_equal(xlime.lime_group_samples(5, 10, d),
                                 xlime.lime_group_samples(key, 10, d))
-  for a, b in zip(xlime.lime_tabular_samples(5, x, 10),
-                  xlime.lime_tabular_samples(key, x, 10)):
+  for a, b in zip(xlime.lime_tabular_samples(5, x, 10, data=x),
+                  xlime.lime_tabular_samples(key, x, 10, data=x)):
     np.testing.assert_array_equal(a, b)
   with pytest.raises(ValueError, match='key'):
     xlime.lime(box, x, key=-1)

@@ -138,12 +138,13 @@ def test_kernel_converges_to_exact(enumerate_sizes, stratify):
 
 def test_kernel_efficiency_determinism_and_compiles_once():
   key = jax.random.key(2)
-  base = masking.make_baseline('mean', X)
+  data = _x(50, D, seed=7)
+  base = masking.make_baseline('mean', X, data=data)
   before = shap._kernel_core._cache_size()  # pylint: disable=protected-access
-  a = shap.kernel_shap(BOX, X, key=key, baseline='mean', num_samples=160,
-                       target=0)
-  b = shap.kernel_shap(BOX, X, key=key, baseline='mean', num_samples=160,
-                       target=0)
+  a = shap.kernel_shap(BOX, X, key=key, baseline='mean', data=data,
+                       num_samples=160, target=0)
+  b = shap.kernel_shap(BOX, X, key=key, baseline='mean', data=data,
+                       num_samples=160, target=0)
   np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(a.sum(-1), _gap(BOX, X, base, 0), atol=1e-5)
   for s in range(3):   # new values of x, key and baseline: no new trace

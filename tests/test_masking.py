@@ -65,8 +65,20 @@ def test_apply_mask_baselines():
 def test_make_baseline_kinds():
   x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 1))
   assert float(jnp.abs(masking.make_baseline('zero', x)).sum()) == 0
-  mean = masking.make_baseline('mean', x)
-  np.testing.assert_allclose(mean[0], x.mean(0), rtol=1e-6)
+  data = jax.random.uniform(jax.random.key(1), (10, 16, 16, 1))
+  mean = masking.make_baseline('mean', x, data=data)
+  np.testing.assert_allclose(mean[0], data.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(
+      masking.make_baseline('mean', x, data=data.mean(0)), mean)
+  # never from the batch itself: a row's baseline does not depend on it
+  np.testing.assert_array_equal(
+      masking.make_baseline('mean', x[:1], data=data)[0], mean[0])
+  with pytest.raises(ValueError, match='data is needed'):
+    masking.make_baseline('mean', x)
+  with pytest.raises(ValueError, match=r'data must have shape \[m, 16, 16, 1\]'):
+    masking.make_baseline('mean', x, data=jnp.ones((3, 8)))
+  with pytest.raises(ValueError, match='data contains NaN'):
+    masking.make_baseline('mean', x, data=data.at[0, 0, 0, 0].set(jnp.nan))
   blur = masking.make_baseline('blur', x, blur_sigma=2.0)
   assert blur.shape == x.shape
   assert float(blur.std()) < float(x.std()) / 2  # smoothing removes variance

@@ -318,7 +318,7 @@ def test_a_model_that_returns_nan_raises():
   nan_far = bb.from_jax(
       lambda z: jnp.where(jnp.abs(z).max(-1, keepdims=True) > 2.5, jnp.nan,
                           z @ jnp.ones((4, 3))), input_shape=(4,))
-  with pytest.raises(ValueError, match='perturbed inputs'):
+  with pytest.raises(ValueError, match='NaN or inf on x or its perturbed'):
     normlime.fit(0, nan_far, np.clip(x, -2, 2), num_samples=200)
   ok = normlime.fit(0, _linear_box(d=4), x, num_samples=50)
   with pytest.raises(ValueError, match='model returned NaN'):

@@ -497,35 +497,75 @@ def gaussian_blur(images: Array, sigma: float) -> Array:
   return sum(k[i] * rows[:, :, i:i + w, :] for i in range(2 * radius + 1))
 
 
+def data_mean(data: Any, input_shape: Sequence[int], *, name: str = 'data'
+              ) -> Array:
+  """The mean input of a data set: `[*input_shape]`.
+
+  The one rule for data statistics: they come from an explicit data set
+  (the training set, a background set), never from the batch being
+  explained (a baseline taken from the batch makes a row's explanation
+  depend on the rest of its batch, and is the row itself for a batch of one).
+
+  Args:
+    data: `[m, *input_shape]` rows (m >= 1), or their mean `[*input_shape]`;
+      finite.
+    input_shape: the example shape.
+    name: the argument's name in error messages.
+  Returns:
+    `[*input_shape]` float.
+  Raises:
+    ValueError: naming `name` if `data` is missing, has another shape, is
+      empty or holds NaN/inf.
+  """
+  shape = tuple(input_shape)
+  if data is None:
+    raise ValueError(
+        f'{name} is needed: pass {name}=[m, *input_shape] (e.g. the training '
+        'set or a background set) whose mean is the baseline; the batch being '
+        'explained is never used as data.')
+  d = _checks.as_array(name, data)
+  if tuple(d.shape) == shape:
+    _checks.check_array(name, d, finite=True)
+    return d
+  if d.ndim != len(shape) + 1 or tuple(d.shape[1:]) != shape:
+    raise ValueError(f'{name} must have shape [m, {", ".join(map(str, shape))}]'
+                     f' (a data set) or {list(shape)} (its mean), got '
+                     f'{tuple(d.shape)}.')
+  if d.shape[0] == 0:
+    raise ValueError(f'{name} must hold at least one row.')
+  _checks.check_array(name, d, finite=True)
+  return jnp.mean(d, axis=0)
+
+
 def make_baseline(kind: str, x: Array, *, key: Array | None = None,
-                  reference: Array | None = None, data_mean: Array | None
-                  = None, blur_sigma: float = 5.0, noise_std: float = 0.2
+                  reference: Array | None = None, data: Array | None = None,
+                  blur_sigma: float = 5.0, noise_std: float = 0.2
                   ) -> Array:
   """A baseline (the 'absent feature' value) for every example of `x`.
 
   Args:
-    kind: 'zero'; 'mean' (`data_mean` if given, else the mean of `x` over the
-      batch); 'blur' (Gaussian blur of each image, RISE/Fong & Vedaldi);
+    kind: 'zero'; 'mean' (the mean of `data`, see `data_mean`; never the
+      mean of `x`); 'blur' (Gaussian blur of each image, RISE/Fong & Vedaldi);
       'noise' (x + N(0, noise_std^2), needs `key`); 'reference' (`reference`,
       a scalar, `[*input_shape]` or `[batch, *input_shape]`).
     x: `[batch, *input_shape]`.
     key: PRNG key for 'noise'.
     reference: the given reference for 'reference'.
-    data_mean: a dataset mean `[*input_shape]` for 'mean'.
+    data: `[m, *input_shape]` data set (or its mean `[*input_shape]`), for
+      'mean'.
     blur_sigma: Gaussian sigma in pixels for 'blur'.
     noise_std: standard deviation for 'noise'.
   Returns:
     `[batch, *input_shape]`.
+  Raises:
+    ValueError: 'mean' without `data`, or a bad argument (named).
   """
   _checks.check_choice('baseline', kind, BASELINES)
   _checks.check_array('x', x, min_ndim=1)
   if kind == 'zero':
     return jnp.zeros_like(x)
   if kind == 'mean':
-    m = jnp.mean(x, axis=0) if data_mean is None else jnp.asarray(data_mean,
-                                                                 x.dtype)
-    if m.shape != x.shape[1:]:
-      raise ValueError(f'data_mean must have shape {x.shape[1:]}, got {m.shape}.')
+    m = data_mean(data, x.shape[1:]).astype(x.dtype)
     return jnp.broadcast_to(m, x.shape)
   if kind == 'blur':
     if x.ndim != 4:
@@ -548,7 +588,7 @@ def make_baseline(kind: str, x: Array, *, key: Array | None = None,
 
 __all__ = [
     'BASELINES', 'FeatureGroups', 'SUPERPIXEL_METHODS', 'apply_mask',
-    'check_groups', 'feature_groups', 'gaussian_blur', 'make_baseline',
+    'check_groups', 'data_mean', 'feature_groups', 'gaussian_blur', 'make_baseline',
     'mask_tokens', 'patch_groups', 'segment_descriptors', 'segment_groups',
     'selection_mask', 'superpixel_groups', 'token_groups',
 ]

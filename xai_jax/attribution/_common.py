@@ -32,6 +32,7 @@ Multi-device: the cores are plain vmaps over the batch, so placing `x` (and a
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Callable, Sequence
 
 import jax
@@ -92,12 +93,8 @@ def check_target(box: bb.BlackBox, target: Any, batch: int) -> Array | None:
   if target is None:
     return None
   t = bb.resolve_target(None, target, batch)
-  if not _checks.is_tracer(t):
-    tn = np.asarray(t)
-    if tn.size and (tn.min() < 0 or tn.max() >= box.num_outputs):
-      raise ValueError(f'target must be in [0, {box.num_outputs}) for black '
-                       f'box {box.name!r}, got values in [{tn.min()}, '
-                       f'{tn.max()}].')
+  _checks.check_target_range('target', t, box.num_outputs,
+                             model=f'black box {box.name!r}')
   return t
 
 
@@ -114,9 +111,53 @@ def check_space(box: bb.BlackBox, space: str) -> str:
   return space
 
 
+#: Options of `masking.make_baseline` a method passes on (`**baseline_options`).
+BASELINE_OPTIONS = ('reference', 'blur_sigma', 'noise_std')
+
+#: Argument names of other libraries (Captum, shap, lime) -> ours.
+ALIASES = {
+    'n_steps': 'steps', 'baselines': 'baseline', 'data_mean': 'data',
+    'nsamples': 'num_samples', 'n_samples': 'num_samples',
+    'nt_samples': 'num_samples', 'stdevs': 'noise_level',
+    'internal_batch_size': 'chunk_size', 'perturbations_per_eval':
+    'chunk_size', 'batch_size': 'chunk_size', 'feature_mask': 'groups',
+    'sliding_window_shapes': 'groups', 'labels': 'target',
+    'class_idx': 'target', 'method': 'rule', 'background_data': 'background',
+}
+
+
+def check_options(method: str, options: dict[str, Any],
+                  allowed: Sequence[str] = BASELINE_OPTIONS) -> dict[str, Any]:
+  """Checks the names of a method's pass-through options (`**options`).
+
+  Args:
+    method: the method's name, for the message.
+    options: the keyword arguments given.
+    allowed: the accepted names.
+  Returns:
+    `options`, unchanged.
+  Raises:
+    ValueError: naming the first unknown argument and ours for a known name of
+      another library (`n_steps` -> `steps`, `baselines` -> `baseline`, ...).
+  """
+  for name in options:
+    if name in allowed:
+      continue
+    hint = ''
+    if name in ALIASES:
+      hint = f' (xai_jax calls it {ALIASES[name]!r})'
+    else:
+      close = difflib.get_close_matches(name, list(allowed), n=1)
+      if close:
+        hint = f' (did you mean {close[0]!r}?)'
+    raise ValueError(f'{method}: unknown argument {name!r}{hint}; the '
+                     f'pass-through options are {sorted(allowed)}.')
+  return options
+
+
 def resolve_baseline(baseline: Any, x: Array, *,
-                     key: Array | int | None = None, name: str = 'baseline',
-                     **make_baseline_kwargs: Any) -> Array:
+                     key: Array | int | None = None, data: Any = None,
+                     name: str = 'baseline', **baseline_options: Any) -> Array:
   """The reference input for every example: `[batch, *input_shape]`.
 
   Args:
@@ -125,21 +166,26 @@ def resolve_baseline(baseline: Any, x: Array, *,
       or `[batch, *input_shape]`.
     x: `[batch, *input_shape]`.
     key: PRNG key or int seed, only for `baseline='noise'`.
+    data: `[m, *input_shape]` data set for 'mean' (its mean is the baseline;
+      the batch `x` is never used).
     name: the argument's name in error messages.
-    **make_baseline_kwargs: passed to `make_baseline` (reference, data_mean,
+    **baseline_options: `BASELINE_OPTIONS` of `make_baseline` (reference,
       blur_sigma, noise_std).
   Returns:
     `[batch, *input_shape]` with the dtype of `x`.
   Raises:
-    ValueError: naming `name` for a wrong shape, an unknown kind or NaN.
+    ValueError: naming `name` for a wrong shape, an unknown kind or NaN;
+      'mean' without `data`.
   """
+  check_options('baseline', baseline_options)
   if isinstance(baseline, str):
     if baseline not in masking.BASELINES:
       raise ValueError(f'Unknown {name} {baseline!r}; expected a scalar, an '
                        f'array or one of {sorted(masking.BASELINES)}.')
     if baseline == 'noise' and key is not None:
       key = _checks.as_key('key', key, method="baseline='noise'")
-    return masking.make_baseline(baseline, x, key=key, **make_baseline_kwargs)
+    return masking.make_baseline(baseline, x, key=key, data=data,
+                                 **baseline_options)
   if baseline is None:
     raise ValueError(f'{name} must be a kind {sorted(masking.BASELINES)}, a '
                      'scalar or an array, got None.')
@@ -153,6 +199,42 @@ def resolve_baseline(baseline: Any, x: Array, *,
                      f' [batch, *input_shape]={x.shape}, got shape {b.shape}.')
   _checks.check_array(name, b, finite=True)
   return jnp.broadcast_to(b, x.shape)
+
+
+def resolve_background(background: Any, box: bb.BlackBox, baseline: Any, *,
+                       default_baseline: Any = 'zero') -> Array | None:
+  """A background set for interventional values: `[m, *input_shape]` or None.
+
+  With a background set, absent players take the values of background rows
+  and a coalition's value is the mean over the rows `b` of
+  `f(x_S, b_not_S)` (SHAP's interventional value function).
+
+  Args:
+    background: None, or `[m, *input_shape]` rows (m >= 1), finite.
+    box: the black box (its input shape and dtype).
+    baseline: the method's `baseline` argument; must be left at its default
+      when a background is given (one source of absent values).
+    default_baseline: the method's default baseline.
+  Returns:
+    the background as an array of the box's input dtype, or None.
+  Raises:
+    ValueError: naming `background` for a bad shape or dtype, no rows or
+      NaN/inf, or naming `baseline` when both are given.
+  """
+  if background is None:
+    return None
+  if not (isinstance(baseline, str) and baseline == default_baseline):
+    raise ValueError('give either background=[m, *input_shape] (absent '
+                     'players take background rows) or baseline=, not both.')
+  return _checks.check_model_input(box, background, 'background')
+
+
+def check_finite_result(values: Any, method: str,
+                        where: str = 'x or its perturbed copies') -> Any:
+  """`values` (a method's result or its model values), after checking that the
+  model gave finite outputs (`_checks.check_finite_outputs`)."""
+  _checks.check_finite_outputs(values, method=method, where=where)
+  return values
 
 
 # ------------------------------------------------------------ inside a core
@@ -251,8 +333,9 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = [
-    'DEFAULT_CHUNK_SIZE', 'SPACES', 'ceil_div',
-    'check_space', 'check_target',
+    'ALIASES', 'BASELINE_OPTIONS', 'DEFAULT_CHUNK_SIZE', 'SPACES', 'ceil_div',
+    'check_finite_result', 'check_options', 'check_space', 'check_target',
+    'resolve_background',
     'evaluate_in_chunks', 'example_score', 'is_image_shape',
     'per_example_chunk', 'prepare', 'resolve_baseline', 'resolve_targets',
     'score_fn', 'to_space',

@@ -194,23 +194,31 @@ def plan(batch: int, n_units: int, unit: int, chunk_size: int) -> Plan:
 
 # ------------------------------------------------------------ evaluation
 def masked_scores(score: ScoreFn, groups: masking.FeatureGroups | None,
-                  x: Array, baseline: Array, target: Array, coalitions: Array
-                  ) -> Array:
+                  x: Array, baseline: Array | None, target: Array,
+                  coalitions: Array, background: Array | None = None,
+                  rows: Array | None = None) -> Array:
   """Scores of each example on each coalition: `[be, nc]`.
 
   `v_b(z_k) = score(apply_mask(x_b, expand(z_k), baseline_b), t_b)`, the
   coalitions expanded to input masks by `groups.expand` (every input element
   a player when `groups` is None; with batched groups, example b's
   assignment expands the coalitions to masks `[be, nc, *input_shape]`).
+  With a background set, coalition k's absent players take background row
+  `rows[k]` instead (shared by the examples):
+  `score(apply_mask(x_b, expand(z_k), background[rows[k]]), t_b)`.
   Traceable; one model call of `be * nc` rows.
 
   Args:
     score: `(inputs[n, *input_shape], t int[n]) -> [n]`.
     groups: the players' groups (shared, or batched with `be`
       assignments), or None.
-    x, baseline: `[be, *input_shape]` examples and their baselines.
+    x: `[be, *input_shape]` examples.
+    baseline: `[be, *input_shape]` their baselines (unused with a
+      background).
     target: int `[be]`.
     coalitions: bool `[nc, d]`, shared by the examples.
+    background: `[m, *input_shape]` background rows, or None.
+    rows: int `[nc]`, the background row of each coalition.
   Returns:
     `[be, nc]`.
   """
@@ -225,57 +233,70 @@ def masked_scores(score: ScoreFn, groups: masking.FeatureGroups | None,
   else:
     m = groups.expand(coalitions)                               # [nc, *shape]
   full = (be, nc, *shape)
+  if background is None:
+    base = jnp.broadcast_to(baseline[:, None], full)
+  else:
+    base = jnp.broadcast_to(background[rows][None], full)
   inputs = masking.apply_mask(jnp.broadcast_to(x[:, None], full),
-                              m if batched else m[None],
-                              jnp.broadcast_to(baseline[:, None], full))
+                              m if batched else m[None], base)
   return score(inputs.reshape((be * nc, *shape)),
                jnp.repeat(target, nc)).reshape(be, nc)
 
 
 def reduce_coalitions(score: ScoreFn, groups: masking.FeatureGroups | None,
-                      x: Array, baseline: Array, target: Array,
-                      gen: Callable[[Array], tuple[Array, Array]],
-                      chunks: Plan, out_dim: int) -> Array:
+                      x: Array, baseline: Array | None, target: Array,
+                      gen: Callable[[Array], tuple[Array, ...]],
+                      chunks: Plan, out_dim: int,
+                      background: Array | None = None) -> Array:
   """`out_b = sum_k v_b(z_k) M[k, :]` for every example b: `[batch, out_dim]`.
 
   `gen(c)` returns coalition chunk c's coalitions `bool[nc, d]` and
   coefficient rows `M_c float[nc, out_dim]` (zero rows for padding), for
-  `c` in `[0, chunks.num_c)` (a traced int32). The model sees at most
-  `chunks.be * nc` rows per call; each chunk's values are reduced by one
-  matmul, so the `[batch, n]` values are never stored. Traceable.
+  `c` in `[0, chunks.num_c)` (a traced int32); with a `background`, also
+  the background row `int[nc]` of each coalition (`masked_scores`). The
+  model sees at most `chunks.be * nc` rows per call; each chunk's values are
+  reduced by one matmul, so the `[batch, n]` values are never stored.
+  Traceable.
 
   Args:
     score: `(inputs[n, *input_shape], t int[n]) -> [n]`.
     groups: the players' groups (shared, or batched with `batch`
       assignments, chunked along with `x`), or None.
-    x, baseline: `[batch, *input_shape]`.
+    x: `[batch, *input_shape]`.
+    baseline: `[batch, *input_shape]`, or None with a background.
     target: int `[batch]`.
-    gen: coalition chunk index -> `(coalitions, coefficients)`.
+    gen: coalition chunk index -> `(coalitions, coefficients[, rows])`.
     chunks: the `Plan` of the call.
     out_dim: columns of `M`.
+    background: `[m, *input_shape]`, or None.
   Returns:
     `[batch, out_dim]` float32.
   """
   check_batched_groups(groups, x.shape[0])
+  with_base = background is None
+
+  def values(xe, be_, te, ge, c):
+    z, coef, *rows = gen(c)
+    v = masked_scores(score, ge, xe, be_, te, z, background,
+                      rows[0] if rows else None)
+    return v @ coef
 
   def one_chunk(args):
-    ge, (xe, be_, te) = _chunk_groups(groups, args)
+    ge, rest = _chunk_groups(groups, args)
+    xe, be_, te = rest if with_base else (rest[0], None, rest[1])
     if chunks.num_c == 1:
-      z, coef = gen(jnp.int32(0))
-      return masked_scores(score, ge, xe, be_, te, z) @ coef
+      return values(xe, be_, te, ge, jnp.int32(0))
 
     def body(acc, c):
-      z, coef = gen(c)
-      return acc + masked_scores(score, ge, xe, be_, te, z) @ coef, None
+      return acc + values(xe, be_, te, ge, c), None
 
     init = jnp.zeros((xe.shape[0], out_dim), jnp.float32)
     acc, _ = jax.lax.scan(body, init,
                           jnp.arange(chunks.num_c, dtype=jnp.int32))
     return acc
 
-  return bb.map_batches(one_chunk,
-                        _with_assignment(groups, (x, baseline, target)),
-                        chunks.be)
+  xs = (x, baseline, target) if with_base else (x, target)
+  return bb.map_batches(one_chunk, _with_assignment(groups, xs), chunks.be)
 
 
 def _pad_rows_with_zeros(a: Array, total: int) -> Array:
@@ -302,6 +323,42 @@ def fixed_chunks(coalitions: Array, coefficients: Array, chunks: Plan
   def gen(c: Array) -> tuple[Array, Array]:
     return (jax.lax.dynamic_slice_in_dim(zp, c * chunks.units, chunks.units),
             jax.lax.dynamic_slice_in_dim(cp, c * chunks.units, chunks.units))
+  return gen
+
+
+def background_chunks(coalitions: Array, coefficients: Array, repeats: int,
+                      num_rows: int, offset: Array, chunks: Plan
+                      ) -> Callable[[Array], tuple[Array, Array, Array]]:
+  """The `gen` of `reduce_coalitions` with a background set.
+
+  Each of the `n` coalitions is evaluated on `repeats` background rows, with
+  its coefficients divided by `repeats` (the mean over the rows estimates the
+  interventional value `E_b f(x_S, b_not_S)`; exactly when `repeats` is the
+  number of rows). Flat item `i` in `[0, n * repeats)` is coalition
+  `i // repeats` on background row `(offset + i) % num_rows`: consecutive
+  coalitions take consecutive rows, so the background is covered evenly
+  (stratified), and with `repeats == num_rows` every coalition sees every
+  row once. Chunk `c` holds items `[c * chunks.units, (c + 1) *
+  chunks.units)`; padding items have zero coefficients. Traceable.
+
+  Args:
+    coalitions: bool `[n, d]`.
+    coefficients: `[n, out_dim]`.
+    repeats: background rows per coalition (static, >= 1).
+    num_rows: m, the background's rows (static).
+    offset: int32 scalar, the rows' random shift (0 for every row).
+    chunks: the `Plan` of `n * repeats` units of one coalition.
+  """
+  n = coalitions.shape[0]
+  total = n * repeats
+  scale = 1.0 / repeats
+
+  def gen(c: Array) -> tuple[Array, Array, Array]:
+    i = c * chunks.units + jnp.arange(chunks.units, dtype=jnp.int32)
+    k = jnp.minimum(i // repeats, n - 1)
+    ok = (i < total).astype(coefficients.dtype)[:, None]
+    return (coalitions[k], coefficients[k] * (ok * scale),
+            (offset + i) % num_rows)
   return gen
 
 
@@ -347,29 +404,39 @@ def coalition_values(score: ScoreFn, groups: masking.FeatureGroups | None,
                         chunks.be)[:, :n]
 
 
-def endpoints(box: bb.BlackBox, x: Array, baseline: Array,
-              target: Array | None, space: str, chunk_size: int
+def endpoints(box: bb.BlackBox, x: Array, baseline: Array | None,
+              target: Array | None, space: str, chunk_size: int,
+              background: Array | None = None
               ) -> tuple[Array, Array, Array]:
   """The targets and the values of the full and the empty coalition.
 
-  Traceable; the model runs on `x` and on the baselines, `chunk_size` rows
-  per call (`blackbox.forward_in_chunks`).
+  Traceable; the model runs on `x` and on the baselines (or on the
+  background rows, once for the whole batch), `chunk_size` rows per call
+  (`blackbox.forward_in_chunks`).
 
   Args:
     box: the black box.
-    x, baseline: `[batch, *input_shape]`.
+    x: `[batch, *input_shape]`.
+    baseline: `[batch, *input_shape]`, or None with a background.
     target: int `[batch]`, or None for the predicted class of `x`.
     space: 'raw', 'probs' or 'log_probs'.
     chunk_size: rows per model call.
+    background: `[m, *input_shape]`, or None.
   Returns:
-    `(t int32[batch], v(1) = f_t(x) [batch], v(0) = f_t(baseline) [batch])`.
+    `(t int32[batch], v(1) = f_t(x) [batch], v(0) [batch])` with
+    `v(0) = f_t(baseline)`, or `mean_b f_t(background_b)` with a background.
   """
   out_x = bb.forward_in_chunks(box, x, chunk_size)
   t = (jnp.argmax(out_x, axis=-1).astype(jnp.int32) if target is None
        else target)
   v1 = bb.select_target(_common.to_space(out_x, box, space), t)
-  out_0 = bb.forward_in_chunks(box, baseline, chunk_size)
-  v0 = bb.select_target(_common.to_space(out_0, box, space), t)
+  if background is None:
+    out_0 = bb.forward_in_chunks(box, baseline, chunk_size)
+    v0 = bb.select_target(_common.to_space(out_0, box, space), t)
+  else:
+    out_b = _common.to_space(bb.forward_in_chunks(box, background, chunk_size),
+                             box, space)
+    v0 = jnp.mean(out_b, axis=0)[t]
   return t, v1, v0
 
 

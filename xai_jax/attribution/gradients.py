@@ -65,8 +65,8 @@ def _check_gradient_box(model: bb.BlackBox | Callable, x: Any, method: str
 @functools.partial(jax.jit, static_argnames=('space',))
 def _saliency_core(box, x, target, absolute, *, space):
   t = _common.resolve_targets(box, x, target)
-  g = jax.vmap(jax.grad(_common.example_score(box, space)))(x, t)
-  return jnp.where(absolute, jnp.abs(g), g)
+  v, g = jax.vmap(jax.value_and_grad(_common.example_score(box, space)))(x, t)
+  return jnp.where(absolute, jnp.abs(g), g), v
 
 
 def saliency(model: bb.BlackBox | Callable, x: Array, *,
@@ -90,15 +90,17 @@ def saliency(model: bb.BlackBox | Callable, x: Array, *,
   box, x = _check_gradient_box(model, x, 'saliency')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  return _saliency_core(box, x, t, jnp.asarray(bool(absolute)), space=space)
+  g, v = _saliency_core(box, x, t, jnp.asarray(bool(absolute)), space=space)
+  _common.check_finite_result(v, 'saliency', 'x')
+  return _common.check_finite_result(g, 'saliency', 'x (gradients)')
 
 
 # ------------------------------------------------------------ grad x input
 @functools.partial(jax.jit, static_argnames=('space',))
 def _grad_x_input_core(box, x, target, *, space):
   t = _common.resolve_targets(box, x, target)
-  g = jax.vmap(jax.grad(_common.example_score(box, space)))(x, t)
-  return g * x
+  v, g = jax.vmap(jax.value_and_grad(_common.example_score(box, space)))(x, t)
+  return g * x, v
 
 
 def grad_x_input(model: bb.BlackBox | Callable, x: Array, *,
@@ -120,7 +122,9 @@ def grad_x_input(model: bb.BlackBox | Callable, x: Array, *,
   box, x = _check_gradient_box(model, x, 'grad_x_input')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  return _grad_x_input_core(box, x, t, space=space)
+  g, v = _grad_x_input_core(box, x, t, space=space)
+  _common.check_finite_result(v, 'grad_x_input', 'x')
+  return _common.check_finite_result(g, 'grad_x_input', 'x (gradients)')
 
 
 # ------------------------------------------------------- integrated gradients
@@ -166,12 +170,15 @@ def ig_quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 def _ig_core(box, x, baseline, target, aw, *, space, chunk):
   # aw: [steps, 2] quadrature nodes and weights (traced: rules share a compile).
   t = _common.resolve_targets(box, x, target)
-  grad_fn = jax.grad(_common.example_score(box, space))
+  f = _common.example_score(box, space)
+  grad_fn = jax.value_and_grad(f)
 
   def one(xi, bi, ti):
     def item(a_w):
-      return a_w[1] * grad_fn(bi + a_w[0] * (xi - bi), ti)
-    return (xi - bi) * bb.sum_in_chunks(item, aw, chunk)
+      v, g = grad_fn(bi + a_w[0] * (xi - bi), ti)
+      return a_w[1] * g, jnp.abs(v)
+    g, v = bb.sum_in_chunks(item, aw, chunk)
+    return (xi - bi) * g, v + jnp.abs(f(xi, ti))
 
   return jax.vmap(one)(x, baseline, t)
 
@@ -182,7 +189,8 @@ def integrated_gradients(model: bb.BlackBox | Callable, x: Array, *,
                          rule: str = 'riemann_trapezoid',
                          space: str = 'raw', key: Array | int | None = None,
                          chunk_size: int = _common.DEFAULT_CHUNK_SIZE,
-                         **baseline_kwargs: Any) -> Array:
+                         data: Array | None = None,
+                         **baseline_options: Any) -> Array:
   """Integrated Gradients (Sundararajan, Taly & Yan 2017, Eq. 1-3).
 
   `IG_i(x) = (x_i - x'_i) * int_0^1 dF(x' + a (x - x')) / dx_i da` (Eq. 1),
@@ -197,29 +205,40 @@ def integrated_gradients(model: bb.BlackBox | Callable, x: Array, *,
     model: black box (differentiable).
     x: `[batch, *input_shape]`.
     target: None (predicted class at x), an int, or int `[batch]`.
-    baseline: x' -- a `masking.make_baseline` kind ('zero', 'mean', 'blur',
-      'noise', 'reference'), a scalar, or `[*input_shape]` /
-      `[batch, *input_shape]`.
+    baseline: x' -- a `masking.make_baseline` kind ('zero', 'mean' (the
+      mean of `data`), 'blur', 'noise', 'reference'), a scalar, or
+      `[*input_shape]` / `[batch, *input_shape]`.
     steps: number of path points m (paper: 20 to 300).
     rule: 'riemann_trapezoid', 'riemann_left', 'riemann_right' (the paper's
       Eq. 3), 'riemann_middle' or 'gauss_legendre'.
     space: explained output: 'raw', 'probs' or 'log_probs'.
     key: PRNG key or int seed, only for `baseline='noise'`.
     chunk_size: bound on model rows per call.
-    **baseline_kwargs: for `make_baseline` (reference, data_mean, blur_sigma,
-      noise_std).
+    data: `[m, *input_shape]` data set for `baseline='mean'`.
+    **baseline_options: for `make_baseline` (reference, blur_sigma,
+      noise_std). Captum's names (`n_steps`, `baselines`) raise a ValueError
+      naming ours.
   Returns:
     `[batch, *input_shape]`.
+  Raises:
+    ValueError: bad arguments (named), a model returning NaN or inf on x,
+      the baseline or the path.
   """
+  _common.check_options('integrated_gradients', baseline_options)
   box, x = _check_gradient_box(model, x, 'integrated_gradients')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
   alphas, weights = ig_quadrature(rule, steps)  # also checks rule and steps
   aw = jnp.asarray(np.stack([alphas, weights], axis=-1), x.dtype)
   chunk_size = _checks.check_chunk_size(chunk_size)
-  b = _common.resolve_baseline(baseline, x, key=key, **baseline_kwargs)
+  b = _common.resolve_baseline(baseline, x, key=key, data=data,
+                               **baseline_options)
   chunk = _common.per_example_chunk(chunk_size, x.shape[0], steps)
-  return _ig_core(box, x, b, t, aw, space=space, chunk=chunk)
+  ig, v = _ig_core(box, x, b, t, aw, space=space, chunk=chunk)
+  _common.check_finite_result(v, 'integrated_gradients',
+                              'x or its integration path')
+  return _common.check_finite_result(ig, 'integrated_gradients',
+                                     'the integration path (gradients)')
 
 
 @functools.partial(jax.jit, static_argnames=('space',))
@@ -235,7 +254,8 @@ def ig_completeness_error(model: bb.BlackBox | Callable, x: Array,
                           attributions: Array, baseline: Any = 'zero',
                           target: Array | int | None = None, *,
                           space: str = 'raw', key: Array | int | None = None,
-                          **baseline_kwargs: Any) -> Array:
+                          data: Array | None = None,
+                          **baseline_options: Any) -> Array:
   """Completeness gap of IG (Sundararajan et al. 2017, Prop. 1), per example.
 
   `|sum_i attr_i - (F(x) - F(x'))|`; zero for exact IG, so it measures the
@@ -250,10 +270,13 @@ def ig_completeness_error(model: bb.BlackBox | Callable, x: Array,
     space: the same explained output space.
     key: PRNG key or int seed, only for `baseline='noise'` (use the same
       key).
-    **baseline_kwargs: for `make_baseline`.
+    data: the same data set for `baseline='mean'`.
+    **baseline_options: for `make_baseline` (reference, blur_sigma,
+      noise_std).
   Returns:
     `[batch]`, non-negative.
   """
+  _common.check_options('ig_completeness_error', baseline_options)
   box, x = _common.prepare(model, x)
   if not hasattr(attributions, 'shape') or tuple(attributions.shape) != tuple(
       x.shape):
@@ -261,7 +284,8 @@ def ig_completeness_error(model: bb.BlackBox | Callable, x: Array,
                      f' got {getattr(attributions, "shape", None)}.')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  b = _common.resolve_baseline(baseline, x, key=key, **baseline_kwargs)
+  b = _common.resolve_baseline(baseline, x, key=key, data=data,
+                               **baseline_options)
   return _completeness_core(box, x, b, jnp.asarray(attributions, x.dtype), t,
                             space=space)
 
@@ -273,7 +297,8 @@ def _smoothgrad_core(box, x, target, key, noise_level, mode, *, space,
   # mode (traced int, so that the variants share a compile): 0 = gradient,
   # 1 = squared gradient, 2 = absolute gradient.
   t = _common.resolve_targets(box, x, target)
-  grad_fn = jax.grad(_common.example_score(box, space))
+  f = _common.example_score(box, space)
+  grad_fn = jax.value_and_grad(f)
   idx = jnp.arange(num_samples)
 
   def one(xi, ti):
@@ -281,10 +306,12 @@ def _smoothgrad_core(box, x, target, key, noise_level, mode, *, space,
 
     def item(i):
       eps = jax.random.normal(jax.random.fold_in(key, i), xi.shape, xi.dtype)
-      g = grad_fn(xi + sigma * eps, ti)
-      return jnp.where(mode == 1, g * g, jnp.where(mode == 2, jnp.abs(g), g))
+      v, g = grad_fn(xi + sigma * eps, ti)
+      return (jnp.where(mode == 1, g * g, jnp.where(mode == 2, jnp.abs(g), g)),
+              jnp.abs(v))
 
-    return bb.sum_in_chunks(item, idx, chunk) / num_samples
+    g, v = bb.sum_in_chunks(item, idx, chunk)
+    return g / num_samples, v + jnp.abs(f(xi, ti))
 
   return jax.vmap(one)(x, t)
 
@@ -338,9 +365,12 @@ def smoothgrad(model: bb.BlackBox | Callable, x: Array, *,
     raise ValueError('Choose at most one of square=True and absolute=True.')
   mode = 1 if square else (2 if absolute else 0)
   chunk = _common.per_example_chunk(chunk_size, x.shape[0], num_samples)
-  return _smoothgrad_core(box, x, t, key, jnp.asarray(noise_level, x.dtype),
+  g, v = _smoothgrad_core(box, x, t, key, jnp.asarray(noise_level, x.dtype),
                           jnp.asarray(mode, jnp.int32), space=space,
                           num_samples=num_samples, chunk=chunk)
+  _common.check_finite_result(v, 'smoothgrad', 'x or its noisy copies')
+  return _common.check_finite_result(g, 'smoothgrad',
+                                     'noisy copies of x (gradients)')
 
 
 # ------------------------------------------------------------------- gradcam
@@ -359,12 +389,12 @@ def _gradcam_core(box, x, target, *, space):
         out = jnp.exp(out)
     return out[0, ti]
 
-  grads = jax.vmap(jax.grad(latent_score))(latent, target)   # [b, h, w, k]
+  v, grads = jax.vmap(jax.value_and_grad(latent_score))(latent, target)
   alpha = jnp.mean(grads, axis=(1, 2))                        # Eq. 1: [b, k]
   cam = jax.nn.relu(jnp.einsum('bhwk,bk->bhw', latent, alpha))  # Eq. 2
   h, w = box.input_shape[:2]
   cam = jax.image.resize(cam, (x.shape[0], h, w), method='bilinear')
-  return jnp.maximum(cam, 0.0)
+  return jnp.maximum(cam, 0.0), v
 
 
 def gradcam(model: bb.BlackBox, x: Array, *,
@@ -412,7 +442,9 @@ def gradcam(model: bb.BlackBox, x: Array, *,
         'convolutional layer.')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  cam = _gradcam_core(box, x, t, space=space)                  # [b, H, W]
+  cam, v = _gradcam_core(box, x, t, space=space)               # [b, H, W]
+  _common.check_finite_result(v, 'gradcam', 'x')
+  _common.check_finite_result(cam, 'gradcam', 'x (gradients)')
   if keep_channels and len(box.input_shape) == 3:
     cam = jnp.broadcast_to(cam[..., None], x.shape)
   return cam

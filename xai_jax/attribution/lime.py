@@ -11,7 +11,8 @@ an interpretable representation `z'` of perturbations `z` around `x`:
 
 * `mode='tabular'` (`LimeTabularExplainer` with `discretize_continuous=False`):
   perturbations `z = N(0, 1) * sigma + mu` (training-data statistics
-  `feature_mean` / `feature_std`; `sample_around_instance=True`: `+ x`
+  `feature_mean` / `feature_std`, or those of `data=train_x`; never of the
+  batch unless `stats_from_batch=True`; `sample_around_instance=True`: `+ x`
   instead of `+ mu`), row 0 is `x` itself; `z' = (z - mu) / sigma`;
   `D` Euclidean on `z'`; `w = 0.75 sqrt(d)`.
   NOT reproduced: lime's default `discretize_continuous=True` (quartile bins,
@@ -306,6 +307,46 @@ def _tabular_stats(x_flat: Array, feature_mean: Any, feature_std: Any
   return mu, jnp.where(sd > 0, sd, 1.0)
 
 
+def _data_stats(x: Array, feature_mean: Any, feature_std: Any, data: Any,
+                stats_from_batch: bool) -> tuple[Any, Any]:
+  """The tabular statistics' source, resolved before tracing.
+
+  Given `feature_mean` and `feature_std` win; a missing one comes from
+  `data` (`[m, *input_shape]`, e.g. the training set, as lime's
+  `LimeTabularExplainer(training_data)`); with neither, the batch `x` itself
+  only when `stats_from_batch=True` (then a row's explanation depends on the
+  rest of its batch); otherwise a ValueError saying what to pass.
+  """
+  if feature_mean is not None and feature_std is not None:
+    if data is not None:
+      raise ValueError('give data= or feature_mean= and feature_std=, not '
+                       'both.')
+    return feature_mean, feature_std
+  if data is not None:
+    if stats_from_batch:
+      raise ValueError('give data= or stats_from_batch=True, not both.')
+    rows = _checks.as_array('data', data)
+    shape = tuple(x.shape[1:])
+    if rows.ndim != len(shape) + 1 or tuple(rows.shape[1:]) != shape:
+      raise ValueError(f'data must have shape [m, '
+                       f'{", ".join(map(str, shape))}] (e.g. the training '
+                       f'set), got {tuple(rows.shape)}.')
+    if rows.shape[0] < 2:
+      raise ValueError('data must hold at least 2 rows (its standard '
+                       'deviation scales the samples).')
+    _checks.check_array('data', rows, finite=True)
+    rows = rows.astype(x.dtype)
+    return (jnp.mean(rows, 0) if feature_mean is None else feature_mean,
+            jnp.std(rows, 0) if feature_std is None else feature_std)
+  if stats_from_batch:
+    return feature_mean, feature_std
+  raise ValueError(
+      "tabular LIME needs feature statistics: pass data=[m, *input_shape] "
+      '(e.g. the training set, as lime.LimeTabularExplainer(training_data)) '
+      'or feature_mean= and feature_std=; stats_from_batch=True takes them '
+      'from the batch being explained (a row then depends on its batch).')
+
+
 def _tabular_rows(noise: Array, x_flat: Array, mu: Array, sd: Array,
                   around: bool) -> tuple[Array, Array]:
   """Scaled samples `z'[be, n, d]` and model inputs `z[be, n, d]` (row 0 = x)."""
@@ -321,6 +362,8 @@ def _tabular_rows(noise: Array, x_flat: Array, mu: Array, sd: Array,
 def lime_tabular_samples(key: Array | int, x: Array, num_samples: int, *,
                          feature_mean: Array | None = None,
                          feature_std: Array | None = None,
+                         data: Array | None = None,
+                         stats_from_batch: bool = False,
                          sample_around_instance: bool = False
                          ) -> tuple[Array, Array]:
   """The tabular neighbourhood `lime(..., mode='tabular')` uses for `key`.
@@ -333,13 +376,19 @@ def lime_tabular_samples(key: Array | int, x: Array, num_samples: int, *,
     key: PRNG key or int seed (the one given to `lime`).
     x: `[batch, *input_shape]`.
     num_samples: n.
-    feature_mean, feature_std: `[*input_shape]` training-data statistics
-      (None: the statistics of `x`).
+    feature_mean, feature_std: `[*input_shape]` training-data statistics.
+    data: `[m, *input_shape]` data set giving the missing statistics.
+    stats_from_batch: take missing statistics from `x` (opt-in).
     sample_around_instance: centre the samples at x instead of the mean.
   Returns:
     `(scaled[batch, n, d], inputs[batch, n, *input_shape])`.
+  Raises:
+    ValueError: no source of statistics (see `lime`).
   """
   key = _checks.as_key('key', key, method='lime_tabular_samples')
+  x = _checks.as_array('x', x)
+  feature_mean, feature_std = _data_stats(x, feature_mean, feature_std, data,
+                                          bool(stats_from_batch))
   return _tabular_samples(key, x, _checks.check_int('num_samples',
                                                     num_samples),
                           feature_mean, feature_std,
@@ -461,6 +510,7 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
          num_samples: int = 5000, kernel_width: float | None = None,
          mode: str = 'tabular', groups: masking.FeatureGroups | None = None,
          feature_mean: Array | None = None, feature_std: Array | None = None,
+         data: Array | None = None, stats_from_batch: bool = False,
          sample_around_instance: bool = False, sampling: str | None = None,
          distance_scale: float | None = None, alpha: float = 1.0,
          num_features: int | None = None, space: str = 'raw',
@@ -493,8 +543,13 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
       are those of switches that change nothing (near 0; see
       `masking.segment_descriptors` for which ids each image uses).
     feature_mean, feature_std: tabular: training-data statistics
-      `[*input_shape]` (lime's StandardScaler; a zero std becomes 1). None:
-      the statistics of the batch `x`.
+      `[*input_shape]` (lime's StandardScaler; a zero std becomes 1).
+    data: tabular: `[m, *input_shape]` data set (e.g. the training set, as
+      `LimeTabularExplainer(training_data)`) giving the statistics not
+      passed as `feature_mean` / `feature_std`.
+    stats_from_batch: tabular: take the missing statistics from the batch
+      `x` itself (opt-in: a row's explanation then depends on its batch).
+      Tabular mode without `data`, both statistics or this flag raises.
     sample_around_instance: tabular: sample `N(0,1) sigma + x`.
     sampling: groups: 'bernoulli' (default; lime_image) or 'num_removed'
       (default for token groups; lime_text).
@@ -534,6 +589,8 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
       _checks.check_k('num_features', num_features, d)
     width = 0.75 * np.sqrt(d) if kernel_width is None else kernel_width
     _checks.check_positive('kernel_width', width)
+    feature_mean, feature_std = _data_stats(x, feature_mean, feature_std,
+                                            data, bool(stats_from_batch))
     mu, sd = _tabular_stats(x.reshape(x.shape[0], -1), feature_mean,
                             feature_std)
     be = max(1, min(x.shape[0], chunk // n))
@@ -545,7 +602,7 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
     coef = fit.coef.reshape((x.shape[0], *box.input_shape))
   else:
     base = _common.resolve_baseline('zero' if baseline is None else baseline,
-                                    x)
+                                    x, data=data)
     masking.check_groups(groups, box.input_shape, batch=x.shape[0])
     d = coalitions.num_players(box, groups)
     if num_features is not None:
@@ -567,6 +624,7 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
         sampling=sampling, alpha=float(alpha), num_features=num_features,
         d=d, plan=plan, info=bool(return_info))
     coef = coalitions.to_input_shape(fit.coef, box, groups)
+  _common.check_finite_result(coef, 'lime', 'x or its perturbed copies')
   if not return_info:
     return coef
   return coef, LimeInfo(fit.intercept, fit.local_pred, fit.score, pred, tt)

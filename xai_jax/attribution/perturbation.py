@@ -45,57 +45,98 @@ def _occlusion_core(box, x, baseline, target, groups, *, space, chunk):
   def one(xi, bi, ti):
     def item(g):
       return f(masking.apply_mask(xi, groups.assignment != g, bi), ti)
-    return f(xi, ti) - bb.map_in_chunks(item, ids, chunk)
+    fx = f(xi, ti)
+    return fx - bb.map_in_chunks(item, ids, chunk), fx
 
   return jax.vmap(one)(x, baseline, t)
 
 
+@functools.partial(jax.jit, static_argnames=('space', 'chunk'))
+def _occlusion_background_core(box, x, background, target, groups, *, space,
+                               chunk):
+  t = _common.resolve_targets(box, x, target)
+  f = _common.example_score(box, space)
+  m = background.shape[0]
+  items = jnp.arange(groups.num_groups * m, dtype=jnp.int32)
+
+  def one(xi, ti):
+    def item(i):
+      keep = groups.assignment != i // m
+      return f(masking.apply_mask(xi, keep, background[i % m]), ti)
+    occluded = bb.map_in_chunks(item, items, chunk).reshape(-1, m)
+    fx = f(xi, ti)
+    return fx - jnp.mean(occluded, axis=1), fx
+
+  return jax.vmap(one)(x, t)
+
+
 def occlusion(model: bb.BlackBox | Callable, x: Array, *,
               target: Array | int | None = None, baseline: Any = 'zero',
+              background: Array | None = None, data: Array | None = None,
               groups: masking.FeatureGroups | None = None, space: str = 'raw',
               key: Array | int | None = None,
               chunk_size: int = _common.DEFAULT_CHUNK_SIZE,
-              **baseline_kwargs: Any) -> Array:
+              **baseline_options: Any) -> Array:
   """Occlusion sensitivity (Zeiler & Fergus 2014, §4.2; 'Occlusion-1' of
   Ancona et al. 2018).
 
   For every group `g` of input elements:
   `R_g(x) = F(x) - F(x with x_g := x'_g)`, the drop of the explained score
   when the group is replaced by the baseline `x'` (the paper's grey square is
-  `baseline=0.5` or the data mean; its sliding window is `groups=
-  masking.patch_groups(...)`, non-overlapping). For a linear model with
-  zero baseline, `R_i = w_i x_i`.
+  `baseline=0.5` or the data mean, `baseline='mean', data=train_x`; its
+  sliding window is `groups=masking.patch_groups(...)`, non-overlapping).
+  For a linear model with zero baseline, `R_i = w_i x_i`. With
+  `background=[m, *input_shape]` the group takes each background row's
+  values in turn: `R_g(x) = F(x) - mean_b F(x with x_g := b_g)`.
 
-  All `num_groups` occluded copies of an example are evaluated in chunks of at
-  most `chunk_size` model rows (over the batch).
+  All `num_groups` (times m) occluded copies of an example are evaluated in
+  chunks of at most `chunk_size` model rows (over the batch).
 
   Args:
     model: any black box (no gradients needed).
     x: `[batch, *input_shape]`.
     target: None (predicted class at x), an int, or int `[batch]`.
-    baseline: x' -- a `masking.make_baseline` kind ('zero', 'mean', 'blur',
-      'noise', 'reference'), a scalar, or `[*input_shape]` /
-      `[batch, *input_shape]`. For token boxes use the PAD id (0).
+    baseline: x' -- a `masking.make_baseline` kind ('zero', 'mean' (the mean
+      of `data`), 'blur', 'noise', 'reference'), a scalar, or
+      `[*input_shape]` / `[batch, *input_shape]`. For token boxes use the
+      PAD id (0).
+    background: `[m, *input_shape]` background rows (leave `baseline` at its
+      default).
+    data: `[m, *input_shape]` data set for `baseline='mean'`.
     groups: optional `FeatureGroups` (patches, segments, tokens); default:
       every input element is its own group.
     space: explained output: 'raw', 'probs' or 'log_probs'.
     key: PRNG key or int seed, only for `baseline='noise'`.
     chunk_size: bound on model rows per call.
-    **baseline_kwargs: for `make_baseline` (reference, data_mean, blur_sigma,
+    **baseline_options: for `make_baseline` (reference, blur_sigma,
       noise_std).
   Returns:
     `[batch, num_groups]` if `groups` is given, else `[batch, *input_shape]`.
+  Raises:
+    ValueError: bad arguments (named), an unknown option (with ours for
+      Captum's names), a model returning NaN or inf.
   """
+  _common.check_options('occlusion', baseline_options)
   box, x = _common.prepare(model, x)
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
   chunk_size = _checks.check_chunk_size(chunk_size)
-  b = _common.resolve_baseline(baseline, x, key=key, **baseline_kwargs)
+  bg = _common.resolve_background(background, box, baseline)
   masking.check_groups(groups, box.input_shape)
   masking.require_shared_groups(groups, 'occlusion')
   g = masking.feature_groups(box.input_shape) if groups is None else groups
-  chunk = _common.per_example_chunk(chunk_size, x.shape[0], g.num_groups)
-  out = _occlusion_core(box, x, b, t, g, space=space, chunk=chunk)
+  if bg is None:
+    b = _common.resolve_baseline(baseline, x, key=key, data=data,
+                                 **baseline_options)
+    chunk = _common.per_example_chunk(chunk_size, x.shape[0], g.num_groups)
+    out, fx = _occlusion_core(box, x, b, t, g, space=space, chunk=chunk)
+  else:
+    n = g.num_groups * int(bg.shape[0])
+    chunk = _common.per_example_chunk(chunk_size, x.shape[0], n)
+    out, fx = _occlusion_background_core(box, x, bg.astype(x.dtype), t, g,
+                                         space=space, chunk=chunk)
+  _common.check_finite_result(fx, 'occlusion', 'x')
+  _common.check_finite_result(out, 'occlusion', 'occluded copies of x')
   return out if groups is not None else out.reshape(x.shape)
 
 
@@ -186,11 +227,12 @@ def _rise_groups_core(box, x, baseline, target, groups, key, p1, *, space,
 
 def rise(model: bb.BlackBox | Callable, x: Array, *,
          target: Array | int | None = None, key: Array | int | None = None,
-         baseline: Any = 'zero', num_masks: int = 4000, grid: int = 7,
+         baseline: Any = 'zero', data: Array | None = None,
+         num_masks: int = 4000, grid: int = 7,
          p1: float = 0.5, groups: masking.FeatureGroups | None = None,
          space: str = 'raw', keep_channels: bool = True,
          chunk_size: int = _common.DEFAULT_CHUNK_SIZE,
-         **baseline_kwargs: Any) -> Array:
+         **baseline_options: Any) -> Array:
   """RISE: Randomized Input Sampling for Explanation (Petsiuk et al. 2018,
   Eq. 5-6).
 
@@ -226,10 +268,13 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
       or 'log_probs'.
     keep_channels: image mode only, see above.
     chunk_size: bound on model rows per call.
-    **baseline_kwargs: for `make_baseline`.
+    data: `[m, *input_shape]` data set for `baseline='mean'`.
+    **baseline_options: for `make_baseline` (reference, blur_sigma,
+      noise_std).
   Returns:
     `[batch, *input_shape]`, `[batch, H, W]` or `[batch, num_groups]`.
   """
+  _common.check_options('rise', baseline_options)
   box, x = _common.prepare(model, x)
   key = _checks.as_key('key', key, method='rise')
   t = _common.check_target(box, target, x.shape[0])
@@ -241,7 +286,8 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
     if pv.size != 1 or not 0.0 < float(pv) <= 1.0:
       raise ValueError(f'p1 must be in (0, 1], got {p1!r}.')
   key, base_key = jax.random.split(key)
-  b = _common.resolve_baseline(baseline, x, key=base_key, **baseline_kwargs)
+  b = _common.resolve_baseline(baseline, x, key=base_key, data=data,
+                               **baseline_options)
   chunk = _common.per_example_chunk(chunk_size, x.shape[0], num_masks)
   p1 = jnp.asarray(p1, jnp.float32)
   if groups is None and _common.is_image_shape(box.input_shape):
@@ -251,6 +297,7 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
                        'groups=masking.token_groups(seq_len).')
     sal = _rise_image_core(box, x, b, t, key, p1, space=space,
                            num_masks=num_masks, grid=grid, chunk=chunk)
+    _common.check_finite_result(sal, 'rise', 'x or its masked copies')
     if keep_channels and x.ndim == 4:
       sal = jnp.broadcast_to(sal[..., None], x.shape)
     return sal
@@ -259,6 +306,7 @@ def rise(model: bb.BlackBox | Callable, x: Array, *,
   g = masking.feature_groups(box.input_shape) if groups is None else groups
   out = _rise_groups_core(box, x, b, t, g, key, p1, space=space,
                           num_masks=num_masks, chunk=chunk)
+  _common.check_finite_result(out, 'rise', 'x or its masked copies')
   return out if groups is not None else out.reshape(x.shape)
 
 

@@ -55,19 +55,47 @@ EXACT_MAX_PLAYERS = 20
 
 # ------------------------------------------------------------------ helpers
 def _prepare(model: Any, x: Any, target: Any, baseline: Any, space: str,
-             groups: Any, chunk_size: int | None
-             ) -> tuple[bb.BlackBox, Array, Array | None, Array,
-                        masking.FeatureGroups | None, int, int]:
-  """The shared argument checks (before tracing): returns
-  `(box, x, target, baseline[batch, *input_shape], groups, d, chunk)`."""
+             groups: Any, chunk_size: int | None, background: Any = None,
+             data: Any = None
+             ) -> tuple[bb.BlackBox, Array, Array | None, Array | None,
+                        Array | None, masking.FeatureGroups | None, int, int]:
+  """The shared argument checks (before tracing): returns `(box, x, target,
+  baseline[batch, *input_shape] or None, background[m, *input_shape] or
+  None, groups, d, chunk)`."""
   box, x = _common.prepare(model, x)
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
-  base = _common.resolve_baseline(baseline, x)
+  bg = _common.resolve_background(background, box, baseline)
+  base = None
+  if bg is None:
+    base = _common.resolve_baseline(baseline, x, data=data)
+  else:
+    bg = bg.astype(x.dtype)
   masking.check_groups(groups, box.input_shape)
   d = coalitions.num_players(box, groups)
   chunk = coalitions.resolve_chunk_size(chunk_size, box)
-  return box, x, t, base, groups, d, chunk
+  return box, x, t, base, bg, groups, d, chunk
+
+
+def _background_samples(value: Any, bg: Array | None) -> int:
+  """Background rows per coalition: None -> every row (1 without a
+  background); else an int in [1, m]."""
+  if bg is None:
+    if value is not None:
+      raise ValueError('background_samples needs background=[m, '
+                       '*input_shape].')
+    return 1
+  m = int(bg.shape[0])
+  if value is None:
+    return m
+  return min(_checks.check_int('background_samples', value, 1), m)
+
+
+def _finish(phi: Array, box: bb.BlackBox, groups: Any, method: str) -> Array:
+  """Checks for non-finite model values (NaN/inf propagate into every
+  Shapley estimate) and reshapes to the input without groups."""
+  _common.check_finite_result(phi, method)
+  return coalitions.to_input_shape(phi, box, groups)
 
 
 # ----------------------------------------------------------- exact Shapley
@@ -86,32 +114,40 @@ def _exact_size_weights(d: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.partial(jax.jit, static_argnames=('space', 'd', 'plan'))
-def _exact_core(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
-                groups: masking.FeatureGroups | None, *, space: str, d: int,
+def _exact_core(box: bb.BlackBox, x: Array, base: Array | None,
+                target: Array | None, groups: masking.FeatureGroups | None,
+                background: Array | None, *, space: str, d: int,
                 plan: coalitions.Plan) -> Array:
-  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows)
+  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows,
+                                   background)
   if d == 1:
     return (v1 - v0)[:, None]
   w_plus, w_minus = (jnp.asarray(w) for w in _exact_size_weights(d))
   bits = jnp.arange(d, dtype=jnp.int32)
   nc = plan.units
-  total = 1 << d
+  m = 1 if background is None else background.shape[0]
+  total = (1 << d) * m
 
   def gen(c):
-    k = c * nc + jnp.arange(nc, dtype=jnp.int32)
+    i = c * nc + jnp.arange(nc, dtype=jnp.int32)
+    k = i // m
     z = ((k[:, None] >> bits) & 1).astype(bool)
     s = jnp.sum(z, axis=-1)
-    coef = jnp.where(z, w_plus[s][:, None], -w_minus[s][:, None])
-    return z, jnp.where((k < total)[:, None], coef, 0.0)
+    coef = jnp.where(z, w_plus[s][:, None], -w_minus[s][:, None]) / m
+    coef = jnp.where((i < total)[:, None], coef, 0.0)
+    if background is None:
+      return z, coef
+    return z, coef, i % m
 
   score = _common.score_fn(box, space)
   return coalitions.reduce_coalitions(score, groups, x, base, t, gen, plan,
-                                     d)
+                                      d, background)
 
 
 def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
                   target: Array | int | None = None,
                   baseline: Array | float | str = 'zero',
+                  background: Array | None = None, data: Array | None = None,
                   groups: masking.FeatureGroups | None = None,
                   space: str = 'raw', chunk_size: int | None = None,
                   max_players: int = EXACT_MAX_PLAYERS) -> Array:
@@ -130,22 +166,27 @@ def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
     model: a `BlackBox` or a JAX callable `[n, *input_shape] -> [n, c]`.
     x: `[batch, *input_shape]`.
     target: None (predicted class), an int, or int `[batch]`.
-    baseline: the value of absent players: 'zero', 'mean', ... (see
-      `masking.make_baseline`), a scalar, `[*input_shape]` or
-      `[batch, *input_shape]`.
+    baseline: the value of absent players: 'zero', 'mean' (the mean of
+      `data`), ... (see `masking.make_baseline`), a scalar, `[*input_shape]`
+      or `[batch, *input_shape]`.
+    background: `[m, *input_shape]` background rows (interventional values;
+      leave `baseline` at its default).
+    data: `[m, *input_shape]` data set for `baseline='mean'`.
     groups: players = these feature groups (patches, tokens); else every
       input element is a player.
     space: 'raw', 'probs' or 'log_probs' (the explained output).
     chunk_size: model rows per call (memory bound); None = automatic.
-    max_players: refuse `d > max_players` (cost `batch * 2^d` model rows).
+    max_players: refuse `d > max_players` (cost `batch * 2^d` model rows,
+      times m with a background).
   Returns:
     `[batch, num_groups]` with groups, else `[batch, *input_shape]`.
   Raises:
     ValueError: for `d > max_players` (use `kernel_shap` or
-      `permutation_shap`), bad shapes, NaN inputs, bad targets.
+      `permutation_shap`), bad shapes, NaN inputs, bad targets, a model
+      returning NaN or inf.
   """
-  box, x, t, base, groups, d, chunk = _prepare(model, x, target, baseline,
-                                               space, groups, chunk_size)
+  box, x, t, base, bg, groups, d, chunk = _prepare(
+      model, x, target, baseline, space, groups, chunk_size, background, data)
   max_players = _checks.check_int('max_players', max_players, 1)
   if d > max_players:
     raise ValueError(
@@ -153,9 +194,14 @@ def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
         f'limit max_players={max_players} (2^{max_players} coalitions per '
         'example). Use kernel_shap or permutation_shap, or fewer players '
         '(groups=masking.patch_groups/...).')
-  plan = coalitions.plan(x.shape[0], 1 << d, 1, chunk)
-  phi = _exact_core(box, x, base, t, groups, space=space, d=d, plan=plan)
-  return coalitions.to_input_shape(phi, box, groups)
+  m = 1 if bg is None else int(bg.shape[0])
+  if (1 << d) * m >= 2 ** 31:
+    raise ValueError(f'exact_shapley with {m} background rows and d={d} '
+                     f'players needs 2^{d} * {m} model rows per example; use '
+                     'fewer background rows or kernel_shap.')
+  plan = coalitions.plan(x.shape[0], (1 << d) * m, 1, chunk)
+  phi = _exact_core(box, x, base, t, groups, bg, space=space, d=d, plan=plan)
+  return _finish(phi, box, groups, 'exact_shapley')
 
 
 # --------------------------------------------------------------- KernelSHAP
@@ -354,16 +400,51 @@ def constrained_shapley_regression(a: Array, b: Array, total: Array) -> Array:
   return phi + ((total - jnp.sum(phi, -1)) / d)[:, None]
 
 
+def _row_control(box: bb.BlackBox, background: Array, t: Array, v0: Array,
+                 z: Array, wz: Array, repeats: int, offset: Array, space: str,
+                 rows: int) -> Array:
+  """The control variate of sampled background rows, `[batch, d]`.
+
+  A coalition `z` evaluated on background row `b` estimates `v(z)` by
+  `f(x_z, b)`; `c(z) (f(b) - v(0))` has mean zero over the rows and is
+  strongly correlated with it when few players come from x, so KernelSHAP
+  regresses on `f(x_z, b) - c(z) (f(b) - v(0))` with `c(z) = 1 - |z| / d`
+  (the share of players taken from b). Unbiased; `f(b)` is known from
+  `v(0)`. Returns the term to subtract from `sum_k v(z_k) w_k z_k / r`:
+  `sum_j (f_t(b_j) - v0) G[j]`, with `G[j] = sum of the coefficients
+  `c(z_k) w_k z_k / r` of the items on row j (`background_chunks`' layout:
+  coalition k takes rows `offset + k r, ..., offset + k r + r - 1` mod m).
+  """
+  m = background.shape[0]
+  n, d = z.shape
+  c = 1.0 - jnp.sum(z, axis=-1).astype(jnp.float32) / d
+  a = wz * c[:, None]                                           # [n, d]
+  start = (offset + jnp.arange(n, dtype=jnp.int32) * repeats) % m
+  h = jnp.zeros((2 * m + 1, d), jnp.float32)
+  h = h.at[start].add(a).at[start + repeats].add(-a)
+  g = jnp.cumsum(h, axis=0)[:2 * m]
+  g = (g[:m] + g[m:]) / repeats                                 # [m, d]
+  fb = _common.to_space(bb.forward_in_chunks(box, background, rows), box,
+                        space)
+  return (fb[:, t] - v0[None]).T @ g
+
+
 @functools.partial(jax.jit, static_argnames=('space', 'd', 'num_samples',
                                              'paired', 'enumerate_sizes',
-                                             'stratify', 'plan'))
-def _kernel_core(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
-                 groups: masking.FeatureGroups | None, key: Array | None, *,
+                                             'stratify', 'repeats', 'plan'))
+def _kernel_core(box: bb.BlackBox, x: Array, base: Array | None,
+                 target: Array | None, groups: masking.FeatureGroups | None,
+                 key: Array | None, background: Array | None, *,
                  space: str, d: int, num_samples: int, paired: bool,
-                 enumerate_sizes: bool, stratify: bool, plan: coalitions.Plan) -> Array:
-  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows)
+                 enumerate_sizes: bool, stratify: bool, repeats: int,
+                 plan: coalitions.Plan) -> Array:
+  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows,
+                                   background)
   if d == 1:
     return (v1 - v0)[:, None]
+  row_key = None
+  if key is not None and background is not None:
+    key, row_key = jax.random.split(key)
   z, w = kernel_shap_coalitions(key, d, num_samples, paired=paired,
                                 enumerate_sizes=enumerate_sizes,
                                 stratify=stratify)
@@ -371,9 +452,18 @@ def _kernel_core(box: bb.BlackBox, x: Array, base: Array, target: Array | None,
   wz = w[:, None] * zf                                          # [n, d]
   a = zf.T @ wz                                                 # [d, d]
   score = _common.score_fn(box, space)
-  vz = coalitions.reduce_coalitions(score, groups, x, base, t,
-                                    coalitions.fixed_chunks(z, wz, plan),
-                                    plan, d)
+  if background is None:
+    gen = coalitions.fixed_chunks(z, wz, plan)
+  else:
+    m = background.shape[0]
+    offset = (jnp.int32(0) if row_key is None or repeats == m else
+              jax.random.randint(row_key, (), 0, m, jnp.int32))
+    gen = coalitions.background_chunks(z, wz, repeats, m, offset, plan)
+  vz = coalitions.reduce_coalitions(score, groups, x, base, t, gen, plan, d,
+                                    background)
+  if background is not None and repeats < background.shape[0]:
+    vz = vz - _row_control(box, background, t, v0, z, wz, repeats, offset,
+                           space, plan.rows)
   b = vz - v0[:, None] * jnp.sum(wz, axis=0)[None]
   return constrained_shapley_regression(a, b, v1 - v0)
 
@@ -382,6 +472,9 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
                 key: Array | int | None = None,
                 target: Array | int | None = None,
                 baseline: Array | float | str = 'zero',
+                background: Array | None = None,
+                background_samples: int | None = None,
+                data: Array | None = None,
                 num_samples: int | None = None, paired: bool = True,
                 enumerate_sizes: bool = True, stratify: bool = False,
                 groups: masking.FeatureGroups | None = None,
@@ -416,13 +509,33 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
   The coalitions are drawn once per call and SHARED by all examples of the
   batch (each example's estimate is the paper's estimator; `A` is solved once).
 
+  Background data (interventional Shapley values, as shap's
+  `KernelExplainer(f, background)`): with `background=[m, *input_shape]`
+  a coalition's value is `v(z) = mean_b f(x_z, b_not_z)` and efficiency
+  holds against the background mean, `sum phi = f(x) - mean_b f(b)`.
+  `background_samples=r` evaluates each coalition on r background rows
+  instead of all m (`coalitions.background_chunks`: consecutive coalitions
+  take consecutive rows from a random start, so the rows are covered
+  evenly): `v(z)` is then estimated without bias from r rows, and the model
+  rows per example fall from `num_samples * m` to `num_samples * r`. The
+  regression averages the background noise over the coalitions, so for a
+  fixed budget of model rows more coalitions with fewer rows each are more
+  accurate (see docs/attribution.md, "Background data"). `v(0)` always uses
+  every row (`m` model rows once for the whole batch).
+
   Args:
     model: a `BlackBox` or a JAX callable `[n, *input_shape] -> [n, c]`.
     x: `[batch, *input_shape]`.
     key: PRNG key or int seed (not needed when every coalition is
-      enumerated).
+      enumerated and every background row used).
     target: None (predicted class), an int, or int `[batch]`.
-    baseline: value of absent players ('zero', 'mean', scalar, array).
+    baseline: value of absent players ('zero', 'mean' = mean of `data`,
+      scalar, array).
+    background: `[m, *input_shape]` background rows (leave `baseline` at its
+      default).
+    background_samples: background rows per coalition, in [1, m]; None =
+      all m (the exact interventional value of each coalition).
+    data: `[m, *input_shape]` data set for `baseline='mean'`.
     num_samples: coalitions evaluated per example, >= d + 1; None = shap's
       'auto', `2 d + 2048`. Capped at `2^d - 2`.
     paired: antithetic sampling.
@@ -434,10 +547,12 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
   Returns:
     `[batch, num_groups]` with groups, else `[batch, *input_shape]`.
   Raises:
-    ValueError: `num_samples < d + 1`, missing key, bad shapes/values.
+    ValueError: `num_samples < d + 1`, missing key, bad shapes/values, a
+      model returning NaN or inf.
   """
-  box, x, t, base, groups, d, chunk = _prepare(model, x, target, baseline,
-                                               space, groups, chunk_size)
+  box, x, t, base, bg, groups, d, chunk = _prepare(
+      model, x, target, baseline, space, groups, chunk_size, background, data)
+  repeats = _background_samples(background_samples, bg)
   if num_samples is None:
     num_samples = 2 * d + 2048
   num_samples = _checks.check_int('num_samples', num_samples, 1)
@@ -451,17 +566,19 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
     num_samples = min(num_samples, (1 << d) - 2)
   plan_k = (_kernel_plan(d, num_samples, bool(enumerate_sizes), bool(paired),
                          bool(stratify)) if d > 1 else None)
-  if plan_k is not None and plan_k.num_sampled:
+  sampled_rows = bg is not None and repeats < bg.shape[0]
+  if (plan_k is not None and plan_k.num_sampled) or sampled_rows:
     key = _checks.as_key('key', key, method='kernel_shap')
   elif key is not None:
     key = _checks.as_key('key', key, method='kernel_shap')
   n = (len(plan_k.w_fixed) + plan_k.num_sampled) if plan_k else 1
-  plan = coalitions.plan(x.shape[0], n, 1, chunk)
-  phi = _kernel_core(box, x, base, t, groups, key, space=space, d=d,
+  plan = coalitions.plan(x.shape[0], n * (repeats if bg is not None else 1),
+                         1, chunk)
+  phi = _kernel_core(box, x, base, t, groups, key, bg, space=space, d=d,
                      num_samples=num_samples, paired=bool(paired),
                      enumerate_sizes=bool(enumerate_sizes),
-                     stratify=bool(stratify), plan=plan)
-  return coalitions.to_input_shape(phi, box, groups)
+                     stratify=bool(stratify), repeats=repeats, plan=plan)
+  return _finish(phi, box, groups, 'kernel_shap')
 
 
 # ------------------------------------------------------ permutation sampling
@@ -484,22 +601,34 @@ def sample_permutations(key: Array | int, num_permutations: int,
 
 
 @functools.partial(jax.jit, static_argnames=('space', 'd', 'num_permutations',
-                                             'antithetic', 'plan'))
-def _permutation_core(box: bb.BlackBox, x: Array, base: Array,
+                                             'antithetic', 'repeats', 'plan'))
+def _permutation_core(box: bb.BlackBox, x: Array, base: Array | None,
                       target: Array | None,
-                      groups: masking.FeatureGroups | None, key: Array, *,
+                      groups: masking.FeatureGroups | None, key: Array,
+                      background: Array | None, *,
                       space: str, d: int, num_permutations: int,
-                      antithetic: bool, plan: coalitions.Plan) -> Array:
-  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows)
+                      antithetic: bool, repeats: int,
+                      plan: coalitions.Plan) -> Array:
+  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, plan.rows,
+                                   background)
   if d == 1:
     return (v1 - v0)[:, None]
   num = num_permutations
+  if background is not None:
+    key, row_key = jax.random.split(key)
+    m = background.shape[0]
+    offset = (jnp.int32(0) if repeats == m else
+              jax.random.randint(row_key, (), 0, m, jnp.int32))
   perms = sample_permutations(key, num, d, antithetic=antithetic)
+  # Chain u in [0, num * repeats) is permutation u // repeats on background
+  # row (offset + u) % m (one chain per permutation without a background).
   q = plan.units
+  total_units = num * repeats
   total = plan.num_c * q
-  pp = bb.pad_rows(perms, total)
-  valid = (jnp.arange(total) < num).astype(jnp.float32)
-  inv = 1.0 / num
+  unit = jnp.arange(total, dtype=jnp.int32)
+  valid = (unit < total_units).astype(jnp.float32)
+  pp = perms[jnp.minimum(unit // repeats, num - 1)]
+  inv = 1.0 / (num * repeats)
   steps = jnp.arange(1, d, dtype=jnp.int32)                     # k = 1..d-1
 
   def gen(c):
@@ -511,12 +640,20 @@ def _permutation_core(box: bb.BlackBox, x: Array, base: Array,
     # with - (marginal contributions v_k - v_{k-1} of player p[k-1]).
     coef = (jax.nn.one_hot(p[:, :-1], d) - jax.nn.one_hot(p[:, 1:], d))
     coef = coef * (ok * inv)[:, None, None]
-    return masks.reshape(q * (d - 1), d), coef.reshape(q * (d - 1), d)
+    out = (masks.reshape(q * (d - 1), d), coef.reshape(q * (d - 1), d))
+    if background is None:
+      return out
+    u = jax.lax.dynamic_slice_in_dim(unit, c * q, q)
+    return (*out, jnp.repeat((offset + u) % m, d - 1))
 
   score = _common.score_fn(box, space)
-  phi = coalitions.reduce_coalitions(score, groups, x, base, t, gen, plan, d)
-  first = jnp.sum(jax.nn.one_hot(perms[:, 0], d), axis=0) * inv   # [d]
-  last = jnp.sum(jax.nn.one_hot(perms[:, -1], d), axis=0) * inv
+  phi = coalitions.reduce_coalitions(score, groups, x, base, t, gen, plan, d,
+                                     background)
+  # The chains' end points: v(N) = f(x), and v(empty) = v0 (the background
+  # mean, also for chains on one background row: unbiased, and it makes
+  # efficiency exact against the background mean).
+  first = jnp.sum(jax.nn.one_hot(perms[:, 0], d), axis=0) / num   # [d]
+  last = jnp.sum(jax.nn.one_hot(perms[:, -1], d), axis=0) / num
   return phi + v1[:, None] * last[None] - v0[:, None] * first[None]
 
 
@@ -524,6 +661,9 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
                      key: Array | int | None = None,
                      target: Array | int | None = None,
                      baseline: Array | float | str = 'zero',
+                     background: Array | None = None,
+                     background_samples: int | None = None,
+                     data: Array | None = None,
                      num_permutations: int = 100, antithetic: bool = True,
                      groups: masking.FeatureGroups | None = None,
                      space: str = 'raw', chunk_size: int | None = None
@@ -539,12 +679,25 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
   (Covert & Lee's `antithetical` sampling). Permutations are drawn once per
   call and SHARED by all examples of the batch.
 
+  With `background=[m, *input_shape]` values are interventional,
+  `v(S) = mean_b f(x_S, b_not_S)`: each permutation's chain is evaluated
+  on `background_samples` rows (None = all m, the exact value of every
+  coalition; r < m rows taken evenly from a random start), and
+  `v(empty)` is the mean over all m rows, so efficiency holds exactly
+  against the background mean, `sum phi = f(x) - mean_b f(b)`.
+
   Args:
     model: a `BlackBox` or a JAX callable.
     x: `[batch, *input_shape]`.
     key: PRNG key or int seed (required).
     target: None (predicted class), an int, or int `[batch]`.
-    baseline: value of absent players ('zero', 'mean', scalar, array).
+    baseline: value of absent players ('zero', 'mean' = mean of `data`,
+      scalar, array).
+    background: `[m, *input_shape]` background rows (leave `baseline` at its
+      default).
+    background_samples: background rows per permutation, in [1, m]; None =
+      all m.
+    data: `[m, *input_shape]` data set for `baseline='mean'`.
     num_permutations: permutations per call (>= 1).
     antithetic: pair each permutation with its reverse.
     groups: players = feature groups; else every input element.
@@ -553,15 +706,18 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
   Returns:
     `[batch, num_groups]` with groups, else `[batch, *input_shape]`.
   """
-  box, x, t, base, groups, d, chunk = _prepare(model, x, target, baseline,
-                                               space, groups, chunk_size)
+  box, x, t, base, bg, groups, d, chunk = _prepare(
+      model, x, target, baseline, space, groups, chunk_size, background, data)
+  repeats = _background_samples(background_samples, bg)
   num_permutations = _checks.check_int('num_permutations', num_permutations, 1)
   key = _checks.as_key('key', key, method='permutation_shap')
-  plan = coalitions.plan(x.shape[0], num_permutations, max(d - 1, 1), chunk)
-  phi = _permutation_core(box, x, base, t, groups, key, space=space, d=d,
+  plan = coalitions.plan(x.shape[0], num_permutations * repeats,
+                         max(d - 1, 1), chunk)
+  phi = _permutation_core(box, x, base, t, groups, key, bg, space=space, d=d,
                           num_permutations=num_permutations,
-                          antithetic=bool(antithetic), plan=plan)
-  return coalitions.to_input_shape(phi, box, groups)
+                          antithetic=bool(antithetic), repeats=repeats,
+                          plan=plan)
+  return _finish(phi, box, groups, 'permutation_shap')
 
 
 __all__ = [
