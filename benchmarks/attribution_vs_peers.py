@@ -14,6 +14,7 @@ another; the child records whether `jax` was in `sys.modules` after its run
 errors against the reference are computed there.
 
 Rows of the table:
+  (KernelSHAP with a background set against shap: kernel_shap_background.py.)
   1. KernelSHAP, d = 100, 2,248 coalitions per row: xai_jax.kernel_shap on 200
      rows vs shap.KernelExplainer (zeros background, l1_reg=False) and captum
      KernelShap on a few rows; explanations per second and the mean absolute
@@ -54,9 +55,9 @@ import numpy as np
 
 import peer_process
 
-# A peer child (`--peer NAME`) imports numpy and its peer package only: no
-# JAX, no xai_jax.
-PEER_CHILD = __name__ == '__main__' and '--peer' in sys.argv[1:]
+# A peer child (`--peer NAME`, of this file or of a benchmark importing it)
+# imports numpy and its peer package only: no JAX, no xai_jax.
+PEER_CHILD = '--peer' in sys.argv[1:]
 
 if not PEER_CHILD:
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
