@@ -85,7 +85,8 @@ def test_attribution_method_under_the_protocol(name, image_box, images):
 
 def test_unknown_override_lists_the_valid_fields(image_box, images):
   with pytest.raises(ValueError, match=r"Unknown kernel_shap override field"
-                     r"\(s\) \['num_sample'\]; valid fields: .*num_samples"):
+                     r"\(s\) \['num_sample'\] \(did you mean "
+                     r"'num_samples'\?\); valid fields: .*num_samples"):
     xj.EXPLAINERS['kernel_shap'].fit(0, image_box, images, num_sample=10)
   with pytest.raises(ValueError, match=r"Unknown saliency config field"):
     xj.EXPLAINERS['saliency'].fit(0, image_box, images,
@@ -127,3 +128,27 @@ def test_l2x_under_the_protocol():
   assert np.all(np.take_along_axis(np.asarray(out.mask), top, -1) == 1)
   with pytest.raises(ValueError, match='valid fields'):
     method.fit(0, ds.probs, ds.x, k=2, taus=0.5)
+
+
+def test_misspelt_field_suggests_the_closest_name():
+  from xai_jax import l2x  # pylint: disable=g-import-not-at-top
+  p = np.full((20, 2), 0.5, np.float32)
+  x = np.zeros((20, 4), np.float32)
+  # A misspelt field in config= or as an override never trains silently.
+  with pytest.raises(ValueError, match=r"Unknown l2x config field\(s\) "
+                     r"\['smapler'\] \(did you mean 'sampler'\?\)"):
+    l2x.fit(0, p, x, k=2, config={'smapler': 'subset'})
+  with pytest.raises(ValueError, match=r"\['tua'\] \(did you mean 'tau'\?\)"):
+    l2x.fit(0, p, x, k=2, tua=0.5)
+  # Several unknown names: one hint each; no hint for a name far from all.
+  defaults = l2x.default_config()
+  with pytest.raises(ValueError) as e:
+    protocol.merge_config(defaults, {'smapler': 1, 'tua': 2, 'zzzq': 3},
+                          method='l2x')
+  msg = str(e.value)
+  assert ("(did you mean 'sampler' for 'smapler', 'tau' for 'tua'?)"
+          in msg), msg
+  assert "for 'zzzq'" not in msg
+  with pytest.raises(ValueError) as e:
+    protocol.merge_config(defaults, {'zzzq': 3}, method='l2x')
+  assert 'did you mean' not in str(e.value)

@@ -29,6 +29,7 @@ Three functions make a method:
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any, Callable, Mapping, Protocol
 
@@ -100,6 +101,18 @@ def peek(name: str, config: ConfigLike, overrides: Mapping[str, Any],
   return default
 
 
+def _did_you_mean(unknown: list[str], valid: list[str]) -> str:
+  """' (did you mean 'sampler'?)' for the close matches of unknown names
+  (`difflib.get_close_matches`), or '' when there are none."""
+  hints = []
+  for name in unknown:
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    if close:
+      hints.append(f'{close[0]!r}' if len(unknown) == 1
+                   else f'{close[0]!r} for {name!r}')
+  return f' (did you mean {", ".join(hints)}?)' if hints else ''
+
+
 def merge_config(defaults: ml_collections.ConfigDict, config: ConfigLike = None,
                  overrides: Mapping[str, Any] | None = None, *,
                  method: str = 'method') -> ml_collections.ConfigDict:
@@ -114,7 +127,8 @@ def merge_config(defaults: ml_collections.ConfigDict, config: ConfigLike = None,
     a new ConfigDict with every field of `defaults`.
   Raises:
     ValueError: a field of `config` or `overrides` that `defaults` lacks (the
-      message lists the valid fields).
+      message suggests the closest valid name, e.g. "did you mean
+      'sampler'?", and lists the valid fields).
   """
   merged = ml_collections.ConfigDict(defaults.to_dict(),
                                      type_safe=defaults.is_type_safe)
@@ -124,8 +138,8 @@ def merge_config(defaults: ml_collections.ConfigDict, config: ConfigLike = None,
     unknown = sorted(set(fields) - set(valid))
     if unknown:
       raise ValueError(
-          f'Unknown {method} {what} field(s) {unknown}; valid fields: '
-          f'{valid}.')
+          f'Unknown {method} {what} field(s) {unknown}'
+          f'{_did_you_mean(unknown, valid)}; valid fields: {valid}.')
     for name, value in fields.items():
       if isinstance(value, ml_collections.ConfigDict):
         value = value.to_dict()
