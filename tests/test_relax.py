@@ -391,10 +391,31 @@ def test_bad_perturbed_options():
     relax.perturbed_topk(*args, noise='cauchy')
 
 
+@pytest.mark.parametrize('name', sorted(relax.SAMPLERS))
+@pytest.mark.parametrize('value', [np.inf, -np.inf, np.nan])
+def test_non_finite_logits_raise_naming_logits(name, value):
+  # Before: +inf logits gave NaN masks silently (softmax of inf - inf).
+  fn = _sampler(name)
+  logits = jnp.zeros((3, 10)).at[1, 2].set(value)
+  with pytest.raises(ValueError,
+                     match='logits contains NaN or infinite values'):
+    fn(jax.random.key(0), logits, 2, 0.5)
+  # numpy and list logits are checked the same way.
+  with pytest.raises(ValueError, match='logits contains NaN or infinite'):
+    fn(jax.random.key(0), np.asarray(logits).tolist(), 2, 0.5)
+  # A large finite negative logit is the way to rule a feature out.
+  mask = fn(jax.random.key(0), jnp.zeros((3, 10)).at[1, 2].set(-1e9), 2, 0.5)
+  assert np.all(np.isfinite(np.asarray(mask)))
+  assert float(mask[1, 2]) < 1e-6
+
+
 def test_checks_skip_values_under_jit():
   """Under jit, NaN/tau value checks are skipped; static k checks still run."""
   f = jax.jit(lambda x, tau: relax.subset_topk(jax.random.key(0), x, 3, tau))
   assert f(jnp.zeros((3, 10)).at[0, 0].set(jnp.nan), 0.5).shape == (3, 10)
+  # (documented: traced logits are not value-checked; inf gives NaN there.)
+  out = f(jnp.zeros((3, 10)).at[0, 0].set(jnp.inf), 0.5)
+  assert np.isnan(np.asarray(out)[0]).any()
   g = jax.jit(lambda x: relax.subset_topk(jax.random.key(0), x, 11, 0.5))
   with pytest.raises(ValueError, match='k=11 is larger'):
     g(jnp.zeros((3, 10)))

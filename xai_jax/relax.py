@@ -28,7 +28,10 @@ to an exact k-hot as `tau -> 0`. Use `straight_through_topk` for an exact
 k-hot forward pass with the same gradient.
 
 All arguments are checked on the host before tracing (`ValueError` naming the
-argument); inside a user's `jax.jit` value checks on tracers are skipped.
+argument): in particular concrete logits must be finite (NaN or +-inf would
+give NaN masks; mask a feature out with a large finite negative logit).
+Inside a user's `jax.jit` the logits are tracers and these value checks are
+skipped (only shapes and dtypes are checked).
 Computations run in at least float32 and the mask is cast back to the dtype
 of `logits`.
 """
@@ -56,17 +59,21 @@ NOISES = ('normal', 'gumbel')
 
 
 def _check_logits(logits: Any) -> Array:
-  """Floating `[..., d]` array without NaN (NaN check skipped for tracers)."""
+  """Floating `[..., d]` array of finite values (no NaN, no +-inf).
+
+  Non-finite logits would give NaN masks (softmax of inf - inf), so they are
+  a `ValueError` naming `logits`; the value check is skipped for tracers
+  (inside a user's `jax.jit`), where only shape and dtype are checked. Mask
+  a feature out with a large finite negative logit (e.g. `nets.PAD_LOGIT`).
+  """
   if not hasattr(logits, 'shape') or not hasattr(logits, 'dtype'):
     if isinstance(logits, (list, tuple, float, int, np.number)):
       logits = np.asarray(logits)
-  _checks.check_array('logits', logits, min_ndim=1, floating=True)
+  _checks.check_array('logits', logits, min_ndim=1, floating=True,
+                      finite=True)
   if logits.shape[-1] == 0:
     raise ValueError(
         f'logits must have at least one feature, got shape {logits.shape}.')
-  if not _checks.is_tracer(logits):
-    if bool(np.any(np.isnan(np.asarray(logits)))):
-      raise ValueError('logits contains NaN values.')
   return jnp.asarray(logits)
 
 
@@ -312,7 +319,8 @@ def concrete_topk(key: Array, logits: Array, k: int, tau: float | Array
 
   Args:
     key: one PRNG key or int seed; every row gets independent noise.
-    logits: float `[..., d]` (unnormalised; softmax is shift invariant).
+    logits: finite float `[..., d]` (unnormalised; softmax is shift
+      invariant).
     k: number of draws (a static Python int, `1 <= k <= d`).
     tau: temperature > 0 (L2X uses 0.1 on synthetic data, 0.5 on IMDB).
 
@@ -354,7 +362,7 @@ def subset_topk(key: Array, logits: Array, k: int, tau: float | Array
 
   Args:
     key: one PRNG key or int seed; every row gets independent noise.
-    logits: float `[..., d]`, the log-weights `log w`.
+    logits: finite float `[..., d]`, the log-weights `log w`.
     k: subset size (a static Python int, `1 <= k <= d`).
     tau: temperature t > 0 (the paper's default 0.1).
 
@@ -393,7 +401,7 @@ def perturbed_topk(key: Array, logits: Array, k: int, tau: float | Array, *,
   Args:
     key: one PRNG key or int seed; every row gets its own M noise
       samples.
-    logits: float `[..., d]`, the scores theta.
+    logits: finite float `[..., d]`, the scores theta.
     k: number of selected features (a static Python int, `1 <= k <= d`).
     tau: noise scale sigma > 0.
     num_samples: M, Monte Carlo samples per row (static; default 1000 as in
@@ -433,7 +441,7 @@ def straight_through_topk(key: Array, logits: Array, k: int,
 
   Args:
     key: one PRNG key or int seed; every row gets independent noise.
-    logits: float `[..., d]`.
+    logits: finite float `[..., d]`.
     k: subset size (a static Python int, `1 <= k <= d`).
     tau: temperature of the relaxation used for the gradient, > 0.
 
@@ -457,7 +465,7 @@ def hard_topk(key: Array | None, logits: Array, k: int,
 
   Args:
     key: ignored (may be None); present for the uniform call shape.
-    logits: float `[..., d]`.
+    logits: finite float `[..., d]`.
     k: number of selected features (a static Python int, `1 <= k <= d`).
     tau: ignored (may be None).
 
