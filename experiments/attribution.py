@@ -12,8 +12,10 @@ second identical call is timed), and scores the explanations:
 
 * ground truth where the data set has it: median rank, TPR/FDR at the set's k
   and AUROC (tabular); pointing game, effective heat ratio and patch AUROC
-  (synthetic images);
-* against the black box: deletion/insertion AUC, sensitivity-n, infidelity;
+  (synthetic images); features and patches ranked by |attribution|
+  (`rank_by='abs'`), the pointing game by the signed map;
+* against the black box: deletion/insertion AUC (units deleted by signed
+  attribution, `rank_by='signed'`), sensitivity-n, infidelity;
 * Shapley estimators: error against exact Shapley values (tabular) or a
   permutation-sampling reference with many permutations (images).
 

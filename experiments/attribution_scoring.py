@@ -6,6 +6,12 @@ and the black-box metrics (deletion/insertion, sensitivity-n, infidelity) of
 one method's attributions; `shapley_errors` compares the Shapley estimators
 with a reference (exact Shapley values, or permutation sampling with many
 permutations).
+
+Ranking (`metrics.RANK_BY`, passed explicitly): the tabular ground-truth
+metrics (median rank, TPR/FDR, AUROC) and the patch AUROC rank by
+|attribution| (`rank_by='abs'`, L2X's convention); the pointing game and
+deletion/insertion by the signed attribution (`rank_by='signed'`, Petsiuk
+et al.).
 """
 
 from __future__ import annotations
@@ -85,19 +91,22 @@ def score(setup: Setup, config: ml_collections.ConfigDict, attr: np.ndarray,
   k_rank, k_sens, k_inf = jax.random.split(key, 3)
   if 'features' in truth:          # tabular ground truth
     gt = truth['features']
-    out['median_rank'] = xm.median_rank(units, gt, k_rank)['median_rank_mean']
-    r = xm.tpr_fdr_at_k(units, gt, truth['k'])
+    out['median_rank'] = xm.median_rank(units, gt, k_rank,
+                                        rank_by='abs')['median_rank_mean']
+    r = xm.tpr_fdr_at_k(units, gt, truth['k'], rank_by='abs')
     out['tpr'], out['fdr'] = r['tpr_mean'], r['fdr_mean']
-    out['auroc'] = xm.auroc(units, gt)['auroc_mean']
+    out['auroc'] = xm.auroc(units, gt, rank_by='abs')['auroc_mean']
   if 'box_mask' in truth:          # image ground truth
     out['pointing_game'] = xm.pointing_game(
-        amap, truth['box_mask'], tolerance=mc.pointing_tolerance)['hit_mean']
+        amap, truth['box_mask'], tolerance=mc.pointing_tolerance,
+        rank_by='signed')['hit_mean']
     out['ehr'] = xm.effective_heat_ratio(amap, truth['box_mask'])['ehr_mean']
-    out['auroc'] = xm.auroc(units, truth['patches'])['auroc_mean']
+    out['auroc'] = xm.auroc(units, truth['patches'],
+                            rank_by='abs')['auroc_mean']
   d = units.shape[1]
   di = xm.deletion_insertion(setup.box, x, units, target=target,
                              groups=setup.groups, baseline=mc.baseline,
-                             num_steps=d, space='probs')
+                             num_steps=d, space='probs', rank_by='signed')
   out['deletion_auc'] = di['deletion_auc_mean']
   out['insertion_auc'] = di['insertion_auc_mean']
   out['sensitivity_n'] = xm.sensitivity_n(

@@ -136,13 +136,14 @@ def l2x_metrics(setup: selection.Setup,
                'explain_first_call_seconds': first.wall})
   key = jax.random.fold_in(jax.random.key(config.seed), 2)
   rows = slice(0, mask.shape[0])
-  info.update(selection.score_selection(setup, mask, None, rows, key=key))
+  info.update(selection.score_selection(setup, mask, None, rows,
+                                        rank_by='abs', key=key))
   if setup.modality == 'tabular':
     # The full ranking by the selector's logits (signed), as the baselines
     # are ranked by their full attributions; the k-hot `median_rank` above
     # is the original protocol.
     mr = xm.median_rank(scores, setup.ground_truth(rows), key,
-                        absolute=False)
+                        rank_by='signed')
     info['median_rank_scores'] = float(mr['median_rank_mean'])
   info['approximator_accuracy'] = l2x.approximator_accuracy(
       model, x, setup.box)

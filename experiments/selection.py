@@ -71,7 +71,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.k must be a positive int, got {k!r}.')
   if k > d:
     raise ValueError(f'config.k={k} is larger than the number of groups d={d}'
-                     f' of config.data={config.data!r}; choose k <= {d}.')
+                     f' of config.data={config.data!r}; choose k < {d}.')
+  if k == d:
+    raise ValueError(f'config.k={k} selects all d={d} groups of config.data='
+                     f'{config.data!r} (every mask all ones); choose k < {d}.')
   if config.sampler not in l2x_configs.SAMPLERS:
     raise ValueError(f'config.sampler={config.sampler!r}: expected one of '
                      f'{list(l2x_configs.SAMPLERS)} (hard top-k has no '
@@ -219,11 +222,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> Setup:
 
 def score_selection(setup: Setup, selection: np.ndarray,
                     scores: np.ndarray | None, rows: slice, *,
-                    absolute: bool = True, key: jax.Array) -> dict[str, float]:
+                    rank_by: str = 'abs', key: jax.Array) -> dict[str, float]:
   """Ground-truth and black-box metrics of a selection `[n, d]` (1 = kept).
 
   `scores` (`[n, d]`) rank all groups for the median rank (None: rank the
-  selection itself, L2X's own metric on its k-hot explanation).
+  selection itself, L2X's own metric on its k-hot explanation), by
+  `rank_by` ('abs': |score|, L2X's convention for tabular attributions;
+  'signed'; the same for a 0/1 selection).
   """
   out: dict[str, float] = {}
   x = np.asarray(setup.test_ds.x)[rows]
@@ -232,7 +237,7 @@ def score_selection(setup: Setup, selection: np.ndarray,
   if gt is not None:
     if setup.modality == 'tabular':
       mr = xm.median_rank(sel if scores is None else scores, gt, key,
-                          absolute=absolute)
+                          rank_by=rank_by)
       out['median_rank'] = float(mr['median_rank_mean'])
       out['median_rank_std'] = float(mr['median_rank_std'])
     r = xm.tpr_fdr_at_k(None, gt, selection=sel > 0.5)
@@ -305,17 +310,18 @@ def baseline_metrics(setup: Setup
   out: dict[str, float] = {}
   selections: dict[str, np.ndarray] = {}
   n_test = len(setup.test_ds)
-  absolute = not config.rank_signed
+  rank_by = 'signed' if config.rank_signed else 'abs'
   for i, name in enumerate(config.baselines):
     n = config.baseline_num_explain.get(name, -1)
     rows = slice(0, n_test if n is None or n < 0 else min(int(n), n_test))
     key = jax.random.fold_in(jax.random.key(config.seed), 100 + i)
     with timing.timed() as t:
       s = baseline_scores(setup, name, rows, key)
-    rank = np.abs(s) if absolute and setup.modality == 'tabular' else s
-    sel = np.asarray(xm.top_k_mask(rank, setup.k, absolute=False),
+    rank = (np.abs(s) if rank_by == 'abs' and setup.modality == 'tabular'
+            else s)
+    sel = np.asarray(xm.top_k_mask(rank, setup.k, rank_by='signed'),
                      np.float32)
-    m = score_selection(setup, sel, s, rows, absolute=absolute,
+    m = score_selection(setup, sel, s, rows, rank_by=rank_by,
                         key=jax.random.fold_in(key, 1))
     m['explain_seconds'] = t.wall
     m['explain_compile_seconds'] = t.compile
@@ -342,7 +348,8 @@ def same_rows_metrics(setup: Setup, l2x_selection: np.ndarray,
     n = int(metrics.get(f'{b}/num_explain', n_all))
     if n >= n_all:
       continue
-    m = score_selection(setup, l2x_selection[:n], None, slice(0, n), key=key)
+    m = score_selection(setup, l2x_selection[:n], None, slice(0, n),
+                        rank_by='abs', key=key)
     out.update({f'l2x@{b}/{k}': v for k, v in m.items()
                 if k in SAME_ROWS_METRICS})
   return out

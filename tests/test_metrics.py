@@ -1,5 +1,8 @@
 """Tests of xai_jax.metrics: real numbers on hand examples and linear models."""
 
+import inspect
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,9 +93,12 @@ def test_median_rank_ground_truth_last():
   s = np.where(gt, 0.0, rng.uniform(1, 2, (N, D))).astype(np.float32)
   r = M.median_rank(s, gt, jax.random.key(0))
   np.testing.assert_allclose(r['median_rank'], D - (k - 1) / 2)
-  # Signed ranking: large negative scores are last unless absolute=True.
-  r = M.median_rank(-s, gt, jax.random.key(0), absolute=False)
+  # Signed ranking (the default): large negative scores come last, so the
+  # true features (score 0) are first; by |score| they are last again.
+  r = M.median_rank(-s, gt, jax.random.key(0))
   np.testing.assert_allclose(r['median_rank'], (k + 1) / 2)
+  r = M.median_rank(-s, gt, jax.random.key(0), rank_by='abs')
+  np.testing.assert_allclose(r['median_rank'], D - (k - 1) / 2)
 
 
 def test_median_rank_matches_l2x_numpy_and_varying_sizes():
@@ -106,8 +112,8 @@ def test_median_rank_matches_l2x_numpy_and_varying_sizes():
   gt[:, 9] = True
   gt[:50] = rng.uniform(size=(50, D)) < 0.5
   gt[:50, 0] = True
-  want = l2x_median_rank(s, gt, rng)
-  got = M.median_rank(s, gt, jax.random.key(3))['median_rank']
+  want = l2x_median_rank(s, gt, rng)  # L2X ranks by |score|
+  got = M.median_rank(s, gt, jax.random.key(3), rank_by='abs')['median_rank']
   np.testing.assert_allclose(got, want)
   # The L2X switch optimum 3.0 with a perfect binary selection.
   r = M.median_rank(gt * 1.0, gt, jax.random.key(0))
@@ -119,12 +125,15 @@ def test_median_rank_matches_l2x_numpy_and_varying_sizes():
 def test_median_rank_empty_row_is_nan_and_left_out_of_mean():
   s = np.array([[3., 2., 1.], [1., 2., 3.]], np.float32)
   gt = np.array([[True, False, False], [False, False, False]])
-  r = M.median_rank(s, gt, jax.random.key(0))
+  with pytest.warns(UserWarning, match='median_rank: 1 of 2 examples have '
+                    'an empty ground-truth mask'):
+    r = M.median_rank(s, gt, jax.random.key(0))
   assert float(r['median_rank'][0]) == 1.0
   assert np.isnan(r['median_rank'][1])
   assert float(r['median_rank_mean']) == 1.0
 
 
+@pytest.mark.filterwarnings('ignore:median_rank')
 def test_median_rank_same_key_same_result():
   rng = np.random.default_rng(0)
   s = rng.integers(0, 3, (N, D)).astype(np.float32)  # many ties
@@ -153,13 +162,13 @@ def test_tpr_fdr_hand_examples():
   gt = np.array([[1, 1, 0, 0, 0],
                  [1, 1, 0, 0, 0],
                  [1, 0, 0, 1, 1]], bool)
-  r = M.tpr_fdr_at_k(s, gt, 2)
+  r = M.tpr_fdr_at_k(s, gt, 2, rank_by='abs')
   np.testing.assert_allclose(r['tpr'], [1.0, 0.0, 2 / 3])
   np.testing.assert_allclose(r['fdr'], [0.0, 1.0, 0.0])
-  # Signed ranking: row 2 picks features 3 and then (tie) 1.
-  r = M.tpr_fdr_at_k(s, gt, 2, absolute=False)
-  np.testing.assert_allclose(r['tpr'][2], 1 / 3)
-  np.testing.assert_allclose(r['fdr'][2], 0.5)
+  # Signed ranking (the default): row 2 picks features 3 and then (tie) 1.
+  r = M.tpr_fdr_at_k(s, gt, 2)
+  np.testing.assert_allclose(r['tpr'], [1.0, 0.0, 1 / 3])
+  np.testing.assert_allclose(r['fdr'], [0.0, 1.0, 0.5])
   # A selection of any size given directly.
   sel = np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]])
   r = M.tpr_fdr_at_k(None, gt, selection=sel)
@@ -187,17 +196,20 @@ def test_auroc_perfect_constant_and_sklearn():
   perfect = g * 10.0 + rng.uniform(size=(40, 30))
   np.testing.assert_allclose(M.auroc(perfect, g)['auroc'], 1.0)
   np.testing.assert_allclose(M.auroc(np.ones((40, 30)), g)['auroc'], 0.5)
-  got = M.auroc(s, g, absolute=False)['auroc']
+  got = M.auroc(s, g)['auroc']  # signed (the default)
   want = [roc_auc_score(g[i], s[i]) for i in range(40)]
   np.testing.assert_allclose(got, want, atol=1e-5)
-  got = M.auroc(s, g)['auroc']
+  got = M.auroc(s, g, rank_by='abs')['auroc']
   want = [roc_auc_score(g[i], np.abs(s[i])) for i in range(40)]
   np.testing.assert_allclose(got, want, atol=1e-5)
-  np.testing.assert_allclose(M.auroc(s, g)['auroc_mean'], np.mean(want),
-                             atol=1e-5)
+  np.testing.assert_allclose(M.auroc(s, g, rank_by='abs')['auroc_mean'],
+                             np.mean(want), atol=1e-5)
   g[:2] = False
-  r = M.auroc(s, g)
-  assert np.all(np.isnan(r['auroc'][:2]))
+  g[2] = True
+  with pytest.warns(UserWarning, match='auroc: 3 of 40 examples'):
+    r = M.auroc(s, g)
+  assert np.all(np.isnan(r['auroc'][:3]))
+  np.testing.assert_allclose(r['auroc_mean'], np.mean(r['auroc'][3:]))
   assert np.isfinite(r['auroc_mean'])
 
 
@@ -221,7 +233,8 @@ def test_pointing_game_hand_examples():
   sal4 = np.stack([sal, sal], -1)
   gt_e = gt.copy()
   gt_e[2] = False
-  r = M.pointing_game(sal4, gt_e, tolerance=15)
+  with pytest.warns(UserWarning, match='pointing_game: 1 of 3 examples'):
+    r = M.pointing_game(sal4, gt_e, tolerance=15)
   assert r['hit'][0] == 1 and r['hit'][1] == 1 and np.isnan(r['hit'][2])
   assert float(r['hit_mean']) == 1.0
 
@@ -517,7 +530,7 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
     M.pointing_game(np.zeros((2, 4, 4)), np.zeros((2, 4, 4), bool),
                     tolerance=-1)
   with pytest.raises(ValueError, match='top_q'):
-    M.effective_heat_ratio(np.zeros((2, 4, 4)), np.zeros((2, 4, 4), bool),
+    M.effective_heat_ratio(np.zeros((2, 4, 4)), np.ones((2, 4, 4), bool),
                            top_q=0.0)
   box = linear_box(np.ones(5, np.float32))
   x = np.ones((4, 5), np.float32)
@@ -543,3 +556,226 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
     M.shapley_error(np.full((4, 5), np.inf, np.float32), s)
   with pytest.raises(ValueError, match='regression'):
     M.posthoc_accuracy(linear_regression_box(np.ones(5)), x, np.ones((4, 5)))
+
+
+# ----------------------------------------------------- targets out of range
+def _removal_metrics(box, x, attr):
+  """Every metric taking a `target`: name -> fn(target)."""
+  return {
+      'deletion_insertion': lambda t: M.deletion_insertion(
+          box, x, attr, target=t)['deletion_auc'],
+      'sensitivity_n': lambda t: M.sensitivity_n(
+          box, x, attr, n=2, num_subsets=4, key=0, target=t)['output_drops'],
+      'infidelity': lambda t: M.infidelity(
+          box, x, attr, key=0, num_samples=4, target=t)['infidelity'],
+  }
+
+
+@pytest.mark.parametrize('metric', ['deletion_insertion', 'sensitivity_n',
+                                    'infidelity'])
+def test_target_outside_the_classes_or_negative_is_an_error(metric):
+  # Before: target=2 of a 2-class box gave NaN, target=-1 the last class.
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=4).astype(np.float32)
+  box = linear_box(w)
+  x = rng.normal(size=(3, 4)).astype(np.float32)
+  fn = _removal_metrics(box, x, x * w)[metric]
+  for bad in (2, -1, np.array([0, 1, 5], np.int32),
+              np.array([1, -1, 0], np.int32)):
+    with pytest.raises(ValueError, match=r"target must be in \[0, 2\) for "
+                       r"black box 'linear'"):
+      fn(bad)
+  with pytest.raises(ValueError, match='target must hold integer'):
+    fn(1.0)
+  # Valid targets: finite values, the last class by its own index.
+  assert np.all(np.isfinite(np.asarray(fn(1))))
+  np.testing.assert_array_equal(fn(np.array([1, 1, 1], np.int32)), fn(1))
+
+
+# ------------------------------------------------- non-finite model outputs
+def _recip_box(d):
+  """Finite on inputs without zeros, inf where a feature is 0 (the
+  baseline of masked copies)."""
+  def fn(v):
+    z = jnp.sum(1.0 / v, -1)
+    return jnp.stack([jnp.zeros_like(z), z], -1)
+  return bb.from_jax(fn, input_shape=(d,), name='recip')
+
+
+def _log_box(d):
+  """NaN on inputs with a negative feature."""
+  def fn(v):
+    z = jnp.sum(jnp.log(v), -1)
+    return jnp.stack([jnp.zeros_like(z), z], -1)
+  return bb.from_jax(fn, input_shape=(d,), name='log')
+
+
+def test_nan_or_inf_model_outputs_raise_in_every_metric_that_runs_it():
+  # Before: NaN curves, correlations and infidelities (post-hoc accuracy 1.0
+  # from argmax of NaN); now a ValueError saying where.
+  rng = np.random.default_rng(0)
+  x_pos = rng.uniform(0.5, 1.0, size=(3, 4)).astype(np.float32)
+  x_neg = x_pos.copy()
+  x_neg[1, 2] = -1.0                     # log(-1) = NaN on row 1 of x
+  attr = x_pos.copy()
+  sel = np.ones((3, 4), np.float32)
+  sel[:, 0] = 0
+  on_x = r'model returned NaN or inf on x for 1 of 3 rows \(first: row 1\)'
+  masked = 'model returned NaN or inf on masked copies of x'
+  log4, recip4 = _log_box(4), _recip_box(4)
+  cases = [
+      (lambda: M.deletion_insertion(log4, x_neg, attr), on_x),
+      (lambda: M.deletion_insertion(recip4, x_pos, attr, target=1), masked),
+      (lambda: M.deletion_insertion(recip4, x_pos, attr, mode='insertion'),
+       masked),
+      (lambda: M.sensitivity_n(log4, x_neg, attr, n=2, key=0), on_x),
+      (lambda: M.sensitivity_n(recip4, x_pos, attr, n=2, key=0), masked),
+      (lambda: M.infidelity(log4, x_neg, attr, key=0), on_x),
+      # |noise| up to ~2 > x: some perturbed copies have log(< 0) = NaN in
+      # the explained class 1.
+      (lambda: M.infidelity(log4, x_pos, attr, key=0, noise_std=1.0,
+                            target=1),
+       'model returned NaN or inf on perturbed copies of x'),
+      (lambda: M.posthoc_accuracy(log4, x_neg, sel), on_x),
+      (lambda: M.posthoc_accuracy(recip4, x_pos, sel), masked),
+  ]
+  for fn, match in cases:
+    with pytest.raises(ValueError, match=match):
+      fn()
+  # Only the scores used count: class 0 (constant 0) stays finite.
+  # (f_0 = 0 everywhere: no output change, beta = 0, infidelity E[(I.a)^2]).
+  r = M.infidelity(log4, x_pos, attr, key=0, noise_std=1.0, target=0)
+  assert np.all(np.isfinite(r['infidelity'])) and np.all(r['infidelity'] > 0)
+  np.testing.assert_array_equal(r['beta'], 0.0)
+  # The same models on inputs where they are finite give finite numbers.
+  assert np.isfinite(float(M.deletion_insertion(
+      log4, x_pos, attr)['deletion_auc_mean']))
+  assert np.isfinite(float(M.infidelity(
+      log4, x_pos, attr, key=0, noise_std=0.01)['infidelity_mean']))
+  # EVAL-X: an evaluator that returns inf on the masked inputs.
+  ev = realx.Evaluator(box=recip4, groups=masking.feature_groups((4,)),
+                       baseline=jnp.zeros((4,)))
+  y = np.zeros(3, np.int32)
+  with pytest.raises(ValueError, match='evalx_accuracy.*masked copies'):
+    M.evalx_accuracy(ev, x_pos, sel, y)
+  with pytest.raises(ValueError, match='evalx_auroc.*masked copies'):
+    M.evalx_auroc(ev, x_pos, sel, y)
+  np.testing.assert_array_equal(
+      M.evalx_accuracy(ev, x_pos, np.ones((3, 4)), y)['correct'], 0.0)
+
+
+# ------------------------------------------------------------ ranking rule
+RANKING_METRICS = (M.median_rank, M.top_k_mask, M.tpr_fdr_at_k, M.auroc,
+                   M.pointing_game, M.deletion_insertion)
+
+
+@pytest.mark.parametrize('fn', RANKING_METRICS, ids=lambda f: f.__name__)
+def test_every_ranking_metric_has_rank_by_signed_by_default(fn):
+  params = inspect.signature(fn).parameters
+  assert 'absolute' not in params
+  assert params['rank_by'].default == 'signed'
+  assert params['rank_by'].kind == inspect.Parameter.KEYWORD_ONLY
+  assert M.RANK_BY == ('signed', 'abs')
+
+
+def test_rank_by_signed_and_abs_and_the_removed_absolute_flag():
+  s = np.array([[-5., 1., 2., 0.5]], np.float32)
+  gt = np.array([[1, 0, 0, 0]], bool)
+  # Signed (default): -5 is the least important; 'abs': the most.
+  np.testing.assert_array_equal(M.top_k_mask(s, 1), [[0, 0, 1, 0]])
+  np.testing.assert_array_equal(M.top_k_mask(s, 1, rank_by='abs'),
+                                [[1, 0, 0, 0]])
+  assert float(M.median_rank(s, gt, 0)['median_rank_mean']) == 4.0
+  assert float(M.median_rank(s, gt, 0, rank_by='abs')['median_rank_mean']
+               ) == 1.0
+  assert float(M.tpr_fdr_at_k(s, gt, 1)['tpr_mean']) == 0.0
+  assert float(M.tpr_fdr_at_k(s, gt, 1, rank_by='abs')['tpr_mean']) == 1.0
+  assert float(M.auroc(s, gt)['auroc_mean']) == 0.0
+  assert float(M.auroc(s, gt, rank_by='abs')['auroc_mean']) == 1.0
+  sal = np.zeros((1, 4, 4), np.float32)
+  sal[0, 0, 0], sal[0, 3, 3] = -2.0, 1.0
+  mask = np.zeros((1, 4, 4), bool)
+  mask[0, 0, 0] = True
+  assert float(M.pointing_game(sal, mask, tolerance=0)['hit_mean']) == 0.0
+  r = M.pointing_game(sal, mask, tolerance=0, rank_by='abs')
+  assert float(r['hit_mean']) == 1.0
+  np.testing.assert_array_equal(r['point'], [[0, 0]])
+  # Deletion order: rank_by='abs' deletes by |attribution|.
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=6).astype(np.float32)
+  box = linear_box(w)
+  x = rng.normal(size=(4, 6)).astype(np.float32)
+  a = x * w
+  by_abs = M.deletion_insertion(box, x, a, target=1, rank_by='abs')
+  of_abs = M.deletion_insertion(box, x, np.abs(a), target=1)
+  np.testing.assert_allclose(by_abs['deletion_curve'],
+                             of_abs['deletion_curve'])
+  signed = M.deletion_insertion(box, x, a, target=1)
+  assert not np.allclose(signed['deletion_curve'], by_abs['deletion_curve'])
+  # The removed flag is an error that points to rank_by; bad values named.
+  calls = [lambda **kw: M.median_rank(s, gt, 0, **kw),
+           lambda **kw: M.top_k_mask(s, 1, **kw),
+           lambda **kw: M.tpr_fdr_at_k(s, gt, 1, **kw),
+           lambda **kw: M.auroc(s, gt, **kw),
+           lambda **kw: M.pointing_game(sal, mask, **kw),
+           lambda **kw: M.deletion_insertion(box, x, a, **kw)]
+  for call in calls:
+    with pytest.raises(ValueError, match="absolute= was replaced by rank_by: "
+                       "pass rank_by='abs'"):
+      call(absolute=True)
+    with pytest.raises(ValueError, match="Unknown rank_by 'magnitude'"):
+      call(rank_by='magnitude')
+
+
+# ---------------------------------------------------- empty ground truth
+def test_empty_ground_truth_is_nan_for_every_metric_left_out_with_a_warning():
+  # Before: effective_heat_ratio gave 0 for an empty mask (ehr_mean counted
+  # it as 0) while the pointing game gave NaN; FDR was 1.
+  rng = np.random.default_rng(0)
+  sal = rng.uniform(size=(3, 6, 6)).astype(np.float32)
+  mask = np.zeros((3, 6, 6), bool)
+  mask[0, 1:3, 1:3] = True
+  mask[2, 3:6, 0:2] = True                  # row 1: empty
+  scores = sal.reshape(3, -1)
+  gt = mask.reshape(3, -1)
+  results = {
+      'median_rank': lambda: M.median_rank(scores, gt, 0),
+      'tpr_fdr_at_k': lambda: M.tpr_fdr_at_k(scores, gt, 4),
+      'auroc': lambda: M.auroc(scores, gt),
+      'pointing_game': lambda: M.pointing_game(sal, mask, tolerance=0),
+      'effective_heat_ratio': lambda: M.effective_heat_ratio(sal, mask),
+      'effective_heat_ratio_curve': lambda: M.effective_heat_ratio_curve(
+          sal, mask),
+  }
+  values = {'median_rank': ['median_rank'], 'tpr_fdr_at_k': ['tpr', 'fdr'],
+            'auroc': ['auroc'], 'pointing_game': ['hit'],
+            'effective_heat_ratio': ['ehr'],
+            'effective_heat_ratio_curve': ['ehr_auc', 'ratios']}
+  for name, fn in results.items():
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always')
+      r = fn()
+    msgs = [str(w.message) for w in caught]
+    assert msgs == [f'{name}: 1 of 3 examples have an empty ground-truth '
+                    'mask; their values are NaN and the means leave them '
+                    'out.'] or (name == 'auroc' and len(msgs) == 1
+                                and '1 of 3' in msgs[0]), (name, msgs)
+    for key in values[name]:
+      v = np.asarray(r[key])
+      assert np.all(np.isnan(v[1])), (name, key)
+      assert np.all(np.isfinite(v[[0, 2]])), (name, key)
+      mean_key = f'{key}_mean'
+      if mean_key in r:
+        np.testing.assert_allclose(r[mean_key], v[[0, 2]].mean(),
+                                   rtol=1e-6, err_msg=name)
+  # The EHR of the non-empty rows is unchanged by the empty one.
+  with pytest.warns(UserWarning, match='effective_heat_ratio: 1 of 3'):
+    ehr = np.asarray(M.effective_heat_ratio(sal, mask)['ehr'])
+  np.testing.assert_allclose(
+      ehr[[0, 2]], M.effective_heat_ratio(sal[[0, 2]], mask[[0, 2]])['ehr'],
+      rtol=1e-6)
+  # No warning when every mask has a feature.
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    M.effective_heat_ratio(sal[[0, 2]], mask[[0, 2]])
+

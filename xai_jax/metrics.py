@@ -31,17 +31,48 @@ Against reference attributions:
   * `shapley_error`   MAE, RMSE and Spearman correlation to exact Shapley
     values.
 
-Ranking convention: ground-truth ranking metrics (`median_rank`,
-`tpr_fdr_at_k`, `top_k_mask`, `auroc`) rank features by |score| by default
-(`absolute=True`, the L2X convention); pass `absolute=False` to rank by the
-signed score. Perturbation metrics (`deletion_insertion`) order by the signed
-attribution (most positive first), as Petsiuk et al.
+Ranking rule (one rule for every metric that orders features): features
+are ranked by their signed score (most positive first), the explanation's own
+claim, by default; `rank_by='abs'` opts into ranking by |score| (e.g. L2X's
+convention for attributions whose sign is not evidence). Every ranking metric
+takes the same argument with the same default `rank_by='signed'`:
+`median_rank`, `top_k_mask`, `tpr_fdr_at_k`, `auroc`, `pointing_game` (its
+maximum is the top of the ranking) and `deletion_insertion` (the deletion
+order). The heat-mass metrics (`effective_heat_ratio`,
+`effective_heat_ratio_curve`) score the positive heat of the map, not a
+ranking: pass |saliency| (or `channel_reduce='abs_sum'`) for magnitudes.
+The former `absolute=` flag raises a ValueError pointing to `rank_by`.
+
+Empty ground truth (one rule for the ground-truth metrics `median_rank`,
+`tpr_fdr_at_k`, `auroc`, `pointing_game`, `effective_heat_ratio`,
+`effective_heat_ratio_curve`): an example whose ground-truth mask is empty
+has no defined value; every per-example value of it is NaN (`auroc`: also a
+mask that covers every feature, which leaves no negatives). The means
+(`<name>_mean`, e.g. `ehr_mean`) leave such examples out, and the call warns
+once (a `UserWarning`) with how many were left out.
+
+Targets: `target` (deletion/insertion, sensitivity-n, infidelity) is a class
+index in `[0, num_outputs)`, checked before tracing; negative indices are
+errors (`target=-1` is never "the last class").
+
+NaN policy: raise. A metric that runs the model (`deletion_insertion`,
+`sensitivity_n`, `infidelity`, `posthoc_accuracy`, `evalx_accuracy`,
+`evalx_auroc`) raises a ValueError when the model returns NaN or inf on x or
+on its masked/perturbed copies (`_checks.check_finite_outputs`), instead of
+returning NaN or a silently wrong value. Checked are the model values the
+metric uses: the explained (target) score for the removal metrics (a NaN
+elsewhere in a row also lands there when `target=None` picks it by argmax),
+every output for the argmax-based post-hoc accuracy and EVAL-X. The jitted
+cores return those values and the check runs on them afterwards, so the hot
+path stays jitted; inside a user's `jax.jit` (tracers) it is skipped.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -61,6 +92,7 @@ Baseline = float | int | Array | np.ndarray | str
 _DEFAULT_BATCH = 1024
 _SPACES = ('raw', 'probs', 'log_probs')
 _BINARY_HINT = 'use top_k_mask(scores, k) to turn scores into a selection.'
+RANK_BY = ('signed', 'abs')  # the ranking rule of every ranking metric
 
 
 # =============================================================================
@@ -139,8 +171,62 @@ def _baseline_array(name: str, baseline: Baseline, x: Array,
     raise ValueError(f'{name}: {e}') from None
 
 
-def _check_target(target: Any, b: int) -> Array | None:
-  return None if target is None else bb.resolve_target(None, target, b)
+def _check_target(target: Any, box: bb.BlackBox, b: int) -> Array | None:
+  """None, or int32 `[b]` class indices in `[0, box.num_outputs)` (negative
+  indices rejected), checked before tracing."""
+  if target is None:
+    return None
+  t = bb.resolve_target(None, target, b)
+  _checks.check_target_range('target', t, box.num_outputs,
+                             model=f'black box {box.name!r}')
+  return t
+
+
+def _rank_abs(rank_by: str) -> bool:
+  """Checks `rank_by` ('signed' | 'abs'); True when ranking by |score|."""
+  return _checks.check_choice('rank_by', rank_by, RANK_BY) == 'abs'
+
+
+def _ranking(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """Marks a ranking metric: the removed `absolute=` flag is a ValueError
+  that points to `rank_by` (instead of a silent or a bare TypeError)."""
+
+  @functools.wraps(fn)
+  def wrapper(*args: Any, **kwargs: Any) -> Any:
+    if 'absolute' in kwargs:
+      a = kwargs['absolute']
+      raise ValueError(
+          f'{fn.__name__}: absolute= was replaced by rank_by: pass '
+          f"rank_by='abs' (rank by |score|) or rank_by='signed' (the "
+          f'default); got absolute={a!r}.')
+    return fn(*args, **kwargs)
+  return wrapper
+
+
+def _warn_undefined(metric: str, undefined: Any, what: str) -> None:
+  """Warns once per call how many examples have no defined value (NaN per
+  example, left out of the means). Skipped for tracers."""
+  if _checks.is_tracer(undefined):
+    return
+  u = np.asarray(undefined, bool)
+  n = int(u.sum())
+  if n:
+    # Attribute the warning to the first caller outside this module.
+    frame, level = sys._getframe(0), 1  # pylint: disable=protected-access
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+      frame, level = frame.f_back, level + 1
+    warnings.warn(
+        f'{metric}: {n} of {u.size} examples have {what}; their values are '
+        'NaN and the means leave them out.', UserWarning, stacklevel=level)
+
+
+def _warn_empty_ground_truth(metric: str, gt: Any, axes: tuple[int, ...]
+                             ) -> None:
+  """The empty-ground-truth rule's warning (`gt` bool `[b, ...]`)."""
+  if _checks.is_tracer(gt):
+    return
+  g = np.asarray(gt, bool)
+  _warn_undefined(metric, ~g.any(axis=axes), 'an empty ground-truth mask')
 
 
 def _units(name: str, attributions: Any, x: Array,
@@ -190,8 +276,9 @@ def _removal_inputs(model: Model, x: Any, attributions: Any,
 
 @jax.jit
 def _random_tie_ranks(scores: Array, key: Array, absolute: Array) -> Array:
-  """L2X `create_rank`: 1-based ranks of `scores[b, d]` (1 = largest |score|
-  or score), ties broken uniformly at random by the random-permutation trick.
+  """L2X `create_rank`: 1-based ranks of `scores[b, d]` (1 = largest score,
+  or |score| when `absolute`), ties broken uniformly at random by the
+  random-permutation trick.
 
   Each row's permutation `idx` is the argsort of i.i.d. random 32-bit words
   (a uniformly random permutation, as `np.random.permutation(d)`; one random
@@ -287,12 +374,14 @@ def _median_rank_core(ranks, gt):
   return jnp.where(m > 0, med, jnp.nan)
 
 
+@_ranking
 def median_rank(scores: Array, ground_truth: Array, key: Array, *,
-                absolute: bool = True) -> dict[str, Array]:
+                rank_by: str = 'signed') -> dict[str, Array]:
   """Median rank of the ground-truth features (L2X, Chen et al. 2018, §4.1).
 
   Exactly L2X's `create_rank` + `compute_median_rank`: per row, features are
-  ranked by |score| (1 = most important) after a uniformly random permutation
+  ranked by score (1 = most important; by |score| with `rank_by='abs'`, L2X's
+  convention for attributions) after a uniformly random permutation
   of the columns, so ties are broken uniformly at random (argsort of argsort);
   the row's value is the median (numpy convention: mean of the two middle
   values for an even count) of the ranks of its ground-truth features. Rows
@@ -306,16 +395,20 @@ def median_rank(scores: Array, ground_truth: Array, key: Array, *,
     ground_truth: bool/0-1 `[batch, d]` (or `[d]` for all rows), the true
       features of each row.
     key: PRNG key of the random tie-breaking (same key, same ranks).
-    absolute: rank by |score| (L2X) or by the signed score.
+    rank_by: 'signed' (default: the score itself, most positive first) or
+      'abs' (|score|, L2X's convention).
 
   Returns:
-    `median_rank` `[batch]` (NaN for a row without true features),
+    `median_rank` `[batch]` (NaN for a row without true features, left out
+    of the mean with a warning),
     `median_rank_mean` and `median_rank_std` `[]` (L2X reports mean and sd),
     and `ranks` int `[batch, d]`.
   """
   scores = _check_scores('scores', scores)
   gt = _check_ground_truth('ground_truth', ground_truth, scores.shape)
   key = _checks.as_key('key', key, method='median_rank')
+  absolute = _rank_abs(rank_by)
+  _warn_empty_ground_truth('median_rank', gt, (1,))
   ranks = _random_tie_ranks(scores, key, jnp.bool_(absolute))
   med = _median_rank_core(ranks, gt)
   return _result('median_rank', med, median_rank_std=jnp.nanstd(med),
@@ -332,8 +425,9 @@ def _top_k_core(scores, k, absolute):
       True)
 
 
+@_ranking
 def top_k_mask(scores: Array, k: int, *, key: Array | None = None,
-               absolute: bool = True) -> Array:
+               rank_by: str = 'signed') -> Array:
   """Hard top-k selection of each row: bool `[batch, d]` with exactly k True.
 
   Args:
@@ -341,13 +435,15 @@ def top_k_mask(scores: Array, k: int, *, key: Array | None = None,
     k: the number of selected features, 1 <= k <= d.
     key: optional PRNG key: ties are then broken uniformly at random (as in
       `median_rank`); without it ties go to the lower index.
-    absolute: rank by |score| (default, L2X) or the signed score.
+    rank_by: 'signed' (default: the k largest scores) or 'abs' (the k
+      largest |score|).
 
   Returns:
     bool `[batch, d]`.
   """
   scores = _check_scores('scores', scores)
   k = _checks.check_k('k', k, scores.shape[1])
+  absolute = _rank_abs(rank_by)
   if key is not None:
     return _random_tie_ranks(scores, _checks.as_key('key', key),
                              jnp.bool_(absolute)) <= k
@@ -361,12 +457,13 @@ def _tpr_fdr_core(sel, gt):
   n_gt, n_sel = gt_f.sum(1), sel_f.sum(1)
   tpr = jnp.where(n_gt > 0, tp / jnp.maximum(n_gt, 1.0), jnp.nan)
   fdr = jnp.where(n_sel > 0, (n_sel - tp) / jnp.maximum(n_sel, 1.0), 0.0)
-  return tpr, fdr
+  return tpr, jnp.where(n_gt > 0, fdr, jnp.nan)
 
 
+@_ranking
 def tpr_fdr_at_k(scores: Array | None, ground_truth: Array,
                  k: int | None = None, *, selection: Array | None = None,
-                 key: Array | None = None, absolute: bool = True
+                 key: Array | None = None, rank_by: str = 'signed'
                  ) -> dict[str, Array]:
   """True-positive and false-discovery rates of a top-k selection.
 
@@ -382,26 +479,31 @@ def tpr_fdr_at_k(scores: Array | None, ground_truth: Array,
     selection: a binary selection `[batch, d]` to score directly (any size
       per row) instead of `scores` and `k`.
     key: optional PRNG key for random tie-breaking in the top-k.
-    absolute: rank scores by magnitude (default) or signed value.
+    rank_by: 'signed' (default) or 'abs': how `scores` are ranked into the
+      top-k (`top_k_mask`).
 
   Returns:
-    `tpr`, `fdr` `[batch]` (TPR is NaN for a row without true features; FDR
-    is 0 for an empty selection) and their means `tpr_mean`, `fdr_mean`.
+    `tpr`, `fdr` `[batch]` (both NaN for a row without true features, left
+    out of the means with a warning; FDR is 0 for an empty selection) and
+    their means `tpr_mean`, `fdr_mean`.
   """
+  absolute = _rank_abs(rank_by)
   if (selection is None) == (scores is None):
     raise ValueError('Pass exactly one of scores (with k) and selection.')
   if selection is None:
     if k is None:
       raise ValueError('k is required with scores (or pass selection=).')
     scores = _check_scores('scores', scores)
-    sel = top_k_mask(scores, k, key=key, absolute=absolute)
+    sel = top_k_mask(scores, k, key=key,
+                     rank_by='abs' if absolute else 'signed')
   else:
     sel = _checks.check_binary('selection', selection, _BINARY_HINT)
     _checks.check_array('selection', sel, ndim=2)
   gt = _check_ground_truth('ground_truth', ground_truth, sel.shape)
+  _warn_empty_ground_truth('tpr_fdr_at_k', gt, (1,))
   tpr, fdr = _tpr_fdr_core(sel, gt)
   return {'tpr': tpr, 'fdr': fdr, 'tpr_mean': _nanmean(tpr),
-          'fdr_mean': jnp.mean(fdr)}
+          'fdr_mean': _nanmean(fdr)}
 
 
 @jax.jit
@@ -410,7 +512,8 @@ def _auroc_core(scores, gt, absolute):
   return _auroc_rows(jnp.where(absolute, jnp.abs(scores), scores), gt)
 
 
-def auroc(scores: Array, ground_truth: Array, *, absolute: bool = True
+@_ranking
+def auroc(scores: Array, ground_truth: Array, *, rank_by: str = 'signed'
           ) -> dict[str, Array]:
   """Per-example AUROC of scores against the ground-truth features.
 
@@ -421,13 +524,21 @@ def auroc(scores: Array, ground_truth: Array, *, absolute: bool = True
   Args:
     scores: `[batch, d]`.
     ground_truth: bool/0-1 `[batch, d]` (or `[d]`).
-    absolute: score by |score| (default) or the signed score.
+    rank_by: 'signed' (default: the score ranks the features) or 'abs'
+      (|score| does).
 
   Returns:
-    `auroc` `[batch]` (NaN for rows with only one class) and `auroc_mean`.
+    `auroc` `[batch]` (NaN for rows with only one class: an empty or a full
+    ground-truth mask; left out of the mean with a warning) and
+    `auroc_mean`.
   """
   scores = _check_scores('scores', scores)
   gt = _check_ground_truth('ground_truth', ground_truth, scores.shape)
+  absolute = _rank_abs(rank_by)
+  if not _checks.is_tracer(gt):
+    g = np.asarray(gt, bool)
+    _warn_undefined('auroc', ~g.any(1) | g.all(1),
+                    'an empty or a full ground-truth mask (one class only)')
   return _result('auroc', _auroc_core(scores, gt, jnp.bool_(absolute)))
 
 
@@ -468,9 +579,10 @@ def _pointing_core(sal, gt, tolerance):
   return jnp.where(gt.any(axis=(1, 2)), hit, jnp.nan), jnp.stack([i0, j0], 1)
 
 
+@_ranking
 def pointing_game(saliency: Array, gt_mask: Array, *,
-                  tolerance: float = 15.0, channel_reduce: str = 'sum'
-                  ) -> dict[str, Array]:
+                  tolerance: float = 15.0, channel_reduce: str = 'sum',
+                  rank_by: str = 'signed') -> dict[str, Array]:
   """Pointing game (Zhang et al., "Top-down neural attention by excitation
   backprop", ECCV 2016): a hit if the saliency maximum lies within
   `tolerance` pixels (Euclidean) of the ground-truth mask, i.e. inside the mask
@@ -484,9 +596,12 @@ def pointing_game(saliency: Array, gt_mask: Array, *,
     gt_mask: bool/0-1 `[batch, H, W]` (`[batch, H, W, C]` is reduced by any).
     tolerance: radius in pixels, >= 0 (0: the maximum must be in the mask).
     channel_reduce: 'sum', 'mean', 'abs_sum', 'max' or 'max_abs'.
+    rank_by: 'signed' (default: the pixel of the largest reduced saliency)
+      or 'abs' (of the largest |reduced saliency|).
 
   Returns:
-    `hit` float `[batch]` (1/0; NaN when a mask is empty),
+    `hit` float `[batch]` (1/0; NaN when a mask is empty, left out of the
+    mean with a warning),
     `hit_mean` (the pointing-game accuracy) and `point` int `[batch, 2]`,
     the (row, col) of each maximum.
   """
@@ -495,6 +610,9 @@ def pointing_game(saliency: Array, gt_mask: Array, *,
   if tol.size != 1 or not np.isfinite(tol) or float(tol) < 0:
     raise ValueError(f'tolerance must be a finite number >= 0, got '
                      f'{tolerance!r}.')
+  if _rank_abs(rank_by):
+    s = jnp.abs(s)
+  _warn_empty_ground_truth('pointing_game', g, (1, 2))
   hit, point = _pointing_core(s, g, jnp.float32(tolerance))
   return _result('hit', hit, point=point)
 
@@ -509,7 +627,8 @@ def _ehr_core(sal, gt, k):
     g = jnp.take_along_axis(g, idx, 1)
   pos = jnp.maximum(s, 0.0)
   tot = pos.sum(1)
-  return jnp.where(tot > 0, (pos * g).sum(1) / jnp.where(tot > 0, tot, 1.0),
+  ok = (tot > 0) & gt.reshape(b, -1).any(1)
+  return jnp.where(ok, (pos * g).sum(1) / jnp.where(tot > 0, tot, 1.0),
                    jnp.nan)
 
 
@@ -531,7 +650,9 @@ def effective_heat_ratio(saliency: Array, gt_mask: Array, *,
     channel_reduce: how channels are combined (see `pointing_game`).
 
   Returns:
-    `ehr` `[batch]` (NaN when a map has no positive mass) and `ehr_mean`.
+    `ehr` `[batch]` (NaN when a map has no positive mass or its ground-truth
+    mask is empty) and `ehr_mean`, the mean over the other examples (a
+    warning counts the examples with an empty mask).
   """
   s, g = _check_maps(saliency, gt_mask, channel_reduce)
   k = None
@@ -540,6 +661,7 @@ def effective_heat_ratio(saliency: Array, gt_mask: Array, *,
       raise ValueError(f'top_q must be in (0, 1], got {top_q!r}.')
     n = s.shape[1] * s.shape[2]
     k = max(1, min(n, math.ceil(float(top_q) * n - 1e-9)))
+  _warn_empty_ground_truth('effective_heat_ratio', g, (1, 2))
   return _result('ehr', _ehr_core(s, g, k))
 
 
@@ -579,7 +701,7 @@ def _ehr_curve_core(sal, gt, base_threshold, num_quantiles, normalize,
 
   ratios = jax.vmap(ratio, out_axes=1)(jnp.arange(num_quantiles))  # [b, Q]
   auc = jnp.trapezoid(ratios, qs, axis=1)
-  ok = m > 0
+  ok = (m > 0) & g.any(1)
   return (jnp.where(ok, auc, jnp.nan), jnp.where(ok[:, None], ratios, jnp.nan),
           qs)
 
@@ -611,11 +733,14 @@ def effective_heat_ratio_curve(saliency: Array, gt_mask: Array, *,
     channel_reduce: how channels are combined (see `pointing_game`).
 
   Returns:
-    `ehr_auc` `[batch]` (NaN when P is empty), `ehr_auc_mean`, `ratios`
-    `[batch, num_quantiles]` and `quantiles` `[num_quantiles]`.
+    `ehr_auc` `[batch]` (NaN when P or the ground-truth mask is empty),
+    `ehr_auc_mean` (over the other examples; a warning counts the examples
+    with an empty mask), `ratios` `[batch, num_quantiles]` (NaN rows
+    likewise) and `quantiles` `[num_quantiles]`.
   """
   s, g = _check_maps(saliency, gt_mask, channel_reduce)
   num_quantiles = _checks.check_int('num_quantiles', num_quantiles, minimum=2)
+  _warn_empty_ground_truth('effective_heat_ratio_curve', g, (1, 2))
   auc, ratios, qs = _ehr_curve_core(s, g, jnp.float32(base_threshold),
                                     num_quantiles, bool(normalize),
                                     bool(weight_by_heat))
@@ -629,10 +754,11 @@ def effective_heat_ratio_curve(saliency: Array, gt_mask: Array, *,
 
 @functools.partial(jax.jit, static_argnames=('chunk',))
 def _posthoc_core(box, x, keep, baseline, chunk):
-  pred = jnp.argmax(bb.forward_in_chunks(box, x, chunk), -1)
+  out = bb.forward_in_chunks(box, x, chunk)
   xm = masking.apply_mask(x, keep, baseline)
-  pred_s = jnp.argmax(bb.forward_in_chunks(box, xm, chunk), -1)
-  return (pred == pred_s).astype(jnp.float32), pred, pred_s
+  out_s = bb.forward_in_chunks(box, xm, chunk)
+  pred, pred_s = jnp.argmax(out, -1), jnp.argmax(out_s, -1)
+  return (pred == pred_s).astype(jnp.float32), pred, pred_s, out, out_s
 
 
 def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
@@ -661,6 +787,9 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
   Returns:
     `agreement` float `[batch]` (1/0), `posthoc_accuracy` `[]`, `prediction`
     and `prediction_selected` int `[batch]`.
+
+  Raises:
+    ValueError: the model returned NaN or inf on x or on x_S.
   """
   box = _box(model, x)
   _check_classifier(box, 'posthoc_accuracy')
@@ -670,7 +799,10 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
   keep = masking.selection_mask(selection, x, groups)
   base = _baseline_array('baseline', baseline, x, box)
   chunk = _checks.check_int('batch_size', batch_size)
-  agree, pred, pred_s = _posthoc_core(box, x, keep, base, chunk)
+  agree, pred, pred_s, out, out_s = _posthoc_core(box, x, keep, base, chunk)
+  _checks.check_finite_outputs(out, method='posthoc_accuracy', where='x')
+  _checks.check_finite_outputs(out_s, method='posthoc_accuracy',
+                               where='masked copies of x')
   return {'agreement': agree, 'posthoc_accuracy': jnp.mean(agree),
           'prediction': pred, 'prediction_selected': pred_s}
 
@@ -696,7 +828,7 @@ def _evalx_core(evaluator, x, keep, y, soft, chunk):
   correct = (jnp.argmax(lp, -1) == label).astype(jnp.float32)
   auc = (_auroc_rows(lp[None, :, 1], (label == 1)[None])[0]
          if lp.shape[-1] == 2 else jnp.nan)
-  return correct, ll, jnp.exp(lp), auc
+  return correct, ll, jnp.exp(lp), auc, lp
 
 
 def _evalx_prepare(evaluator: realx.Evaluator, x: Array, selection: Array,
@@ -739,8 +871,10 @@ def evalx_accuracy(evaluator: realx.Evaluator, x: Array, selection: Array,
     `log_likelihood_mean`.
   """
   keep, y, soft = _evalx_prepare(evaluator, x, selection, labels, groups)
-  correct, ll, _, _ = _evalx_core(evaluator, x, keep, y, soft,
-                                  _checks.check_int('batch_size', batch_size))
+  correct, ll, _, _, lp = _evalx_core(
+      evaluator, x, keep, y, soft, _checks.check_int('batch_size', batch_size))
+  _checks.check_finite_outputs(lp, method='evalx_accuracy (the evaluator)',
+                               where='masked copies of x')
   return {'correct': correct, 'evalx_accuracy': jnp.mean(correct),
           'log_likelihood': ll, 'log_likelihood_mean': jnp.mean(ll)}
 
@@ -768,8 +902,10 @@ def evalx_auroc(evaluator: realx.Evaluator, x: Array, selection: Array,
     raise ValueError(f'evalx_auroc needs a binary evaluator, this one has '
                      f'{evaluator.num_classes} classes; use evalx_accuracy.')
   keep, y, soft = _evalx_prepare(evaluator, x, selection, labels, groups)
-  _, _, probs, auc = _evalx_core(evaluator, x, keep, y, soft,
-                                 _checks.check_int('batch_size', batch_size))
+  _, _, probs, auc, lp = _evalx_core(
+      evaluator, x, keep, y, soft, _checks.check_int('batch_size', batch_size))
+  _checks.check_finite_outputs(lp, method='evalx_auroc (the evaluator)',
+                               where='masked copies of x')
   return {'evalx_auroc': auc, 'prob': probs[:, 1]}
 
 
@@ -813,18 +949,20 @@ def _del_ins_core(box, x, units, target, counts, groups, del_base, ins_base,
   return res, frac, target
 
 
+@_ranking
 def deletion_insertion(model: Model, x: Array, attributions: Array, *,
                        target: Array | int | None = None,
                        groups: masking.FeatureGroups | None = None,
                        baseline: Baseline = 0.0,
                        insertion_baseline: Baseline | None = None,
                        num_steps: int | None = None, mode: str = 'both',
-                       space: str = 'probs',
+                       space: str = 'probs', rank_by: str = 'signed',
                        batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
   """Deletion and insertion curves (Petsiuk et al., "RISE", BMVC 2018, §4.1).
 
   Units (input elements, or `groups`) are ordered by decreasing attribution
-  (group attributions are sums over the group; ties by index). Step t of
+  (group attributions are sums over the group; by |attribution| with
+  `rank_by='abs'`; ties by index). Step t of
   `num_steps` affects the first n_t = round(t d / num_steps) units:
   deletion replaces them by `baseline` in x, insertion copies them from x
   into `insertion_baseline` (Petsiuk: zero for deletion, a blurred image for
@@ -841,7 +979,7 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
       `groups`. For images pass pixel groups (`patch_groups(shape, 1)`) to
       delete whole pixels rather than single channels.
     target: class per example `[batch]`, one int, or None for the predicted
-      class on the clean input.
+      class on the clean input; indices in `[0, num_outputs)`.
     groups: optional feature groups (units of deletion).
     baseline: the deletion fill: scalar, `[*input_shape]`, `[batch,
       *input_shape]`, or 'zero' / 'mean' / 'blur' (`masking.make_baseline`).
@@ -850,31 +988,49 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
     num_steps: number of steps T (default min(d, 100)), 1 <= T <= d.
     mode: 'both', 'deletion' or 'insertion'.
     space: 'probs' (Petsiuk), 'log_probs' or 'raw' model outputs.
+    rank_by: the deletion order: 'signed' (default, Petsiuk: most positive
+      attribution first) or 'abs' (largest |attribution| first).
     batch_size: model rows per chunk.
 
   Returns:
     `fractions` `[T+1]`, `target` `[batch]` and, per computed mode m,
     `m_curve` `[batch, T+1]`, `m_auc` `[batch]`, `m_auc_mean` `[]`.
+
+  Raises:
+    ValueError: a bad argument (named), a target outside `[0, num_outputs)`,
+      or a model that returns NaN or inf on x or on its masked copies.
   """
   _checks.check_choice('mode', mode, ('both', 'deletion', 'insertion'))
+  absolute = _rank_abs(rank_by)
   box, x, units, groups = _removal_inputs(model, x, attributions, groups,
                                           space, 'deletion_insertion')
+  if absolute:
+    units = jnp.abs(units)
   d = units.shape[1]
   num_steps = min(d, 100) if num_steps is None else num_steps
   num_steps = _checks.check_int('num_steps', num_steps)
   if num_steps > d:
     raise ValueError(f'num_steps={num_steps} is larger than the number of '
                      f'units d={d}.')
-  tgt = _check_target(target, x.shape[0])
+  tgt = _check_target(target, box, x.shape[0])
   del_base = _baseline_array('baseline', baseline, x, box)
   ins_base = (del_base if insertion_baseline is None else
               _baseline_array('insertion_baseline', insertion_baseline, x,
                               box))
   counts = jnp.asarray(np.round(np.linspace(0, d, num_steps + 1)), jnp.int32)
   modes = ('deletion', 'insertion') if mode == 'both' else (mode,)
-  res, frac, tgt = _del_ins_core(box, x, units, tgt, counts, groups, del_base,
-                                 ins_base, modes, space,
-                                 _checks.check_int('batch_size', batch_size))
+  res, frac, tgt = _del_ins_core(
+      box, x, units, tgt, counts, groups, del_base, ins_base, modes, space,
+      _checks.check_int('batch_size', batch_size))
+  # The scores used, on x itself (deletion's first point, insertion's last;
+  # a NaN output picked by the argmax of target=None lands here too), then
+  # on the masked copies.
+  for m, (curve, _) in res.items():
+    _checks.check_finite_outputs(curve[:, 0 if m == 'deletion' else -1],
+                                 method='deletion_insertion', where='x')
+  for m, (curve, _) in res.items():
+    _checks.check_finite_outputs(curve, method='deletion_insertion',
+                                 where=f'masked copies of x ({m} curve)')
   out = {'fractions': frac, 'target': tgt}
   for m, (curve, auc) in res.items():
     out[f'{m}_curve'] = curve
@@ -913,7 +1069,7 @@ def _sens_n_core(box, x, units, key, target, groups, base, n, num_subsets,
       fn, jnp.arange(b * num_subsets, dtype=jnp.int32), chunk)
   attr_sum = attr_sum.reshape(b, num_subsets)
   drop = drop.reshape(b, num_subsets)
-  return _pearson(attr_sum, drop), attr_sum, drop
+  return _pearson(attr_sum, drop), attr_sum, drop, f0
 
 
 def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
@@ -941,7 +1097,8 @@ def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
     key: PRNG key of the subsets.
     num_subsets: subsets per example (100 in Ancona et al. and InputIBA).
     baseline: the value of removed features (see `deletion_insertion`).
-    target: class per example, one int, or None (predicted class).
+    target: class per example, one int, or None (predicted class); indices
+      in `[0, num_outputs)`.
     groups: optional feature groups (units of removal).
     space: the scored output: 'raw' (logits, the default as in InputIBA),
       'probs' or 'log_probs'.
@@ -951,18 +1108,24 @@ def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
     `sensitivity_n` `[batch]` (NaN where a variance is zero),
     `sensitivity_n_mean`, and `attribution_sums`, `output_drops`
     `[batch, num_subsets]`.
+
+  Raises:
+    ValueError: a bad argument (named), a target outside `[0, num_outputs)`,
+      or a model that returns NaN or inf on x or on its masked copies.
   """
   box, x, units, groups = _removal_inputs(model, x, attributions, groups,
                                           space, 'sensitivity_n')
   n = _checks.check_k('n', n, units.shape[1])
   num_subsets = _checks.check_int('num_subsets', num_subsets, minimum=2)
   key = _checks.as_key('key', key, method='sensitivity_n')
-  tgt = _check_target(target, x.shape[0])
+  tgt = _check_target(target, box, x.shape[0])
   base = _baseline_array('baseline', baseline, x, box)
-  corr, sums, drops = _sens_n_core(box, x, units, key, tgt, groups, base,
-                                   jnp.int32(n),
-                                   num_subsets, space,
-                                   _checks.check_int('batch_size', batch_size))
+  corr, sums, drops, f0 = _sens_n_core(
+      box, x, units, key, tgt, groups, base, jnp.int32(n), num_subsets, space,
+      _checks.check_int('batch_size', batch_size))
+  _checks.check_finite_outputs(f0, method='sensitivity_n', where='x')
+  _checks.check_finite_outputs(drops, method='sensitivity_n',
+                               where='masked copies of x')
   return _result('sensitivity_n', corr, attribution_sums=sums,
                  output_drops=drops)
 
@@ -999,7 +1162,7 @@ def _infidelity_core(box, x, attr, key, target, base, use_base, noise_std,
   beta = jnp.where(dd > 0, jnp.mean(dot * diff, axis=1) /
                    jnp.where(dd > 0, dd, 1.0), 0.0)
   infid_n = jnp.mean((beta[:, None] * dot - diff) ** 2, axis=1)
-  return infid, infid_n, beta
+  return infid, infid_n, beta, f0, diff
 
 
 def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
@@ -1028,13 +1191,18 @@ def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
     noise_std: sigma of the Gaussian perturbation.
     baseline: None (pure Gaussian perturbations) or x0 (scalar,
       `[*input_shape]` or `[batch, *input_shape]`).
-    target: class per example, one int, or None (predicted class).
+    target: class per example, one int, or None (predicted class); indices
+      in `[0, num_outputs)`.
     space: the explained output: 'raw' (default), 'probs' or 'log_probs'.
     batch_size: model rows per chunk.
 
   Returns:
     `infidelity` `[batch]`, `infidelity_mean`, `infidelity_normalized`
     `[batch]`, `infidelity_normalized_mean` and `beta` `[batch]`.
+
+  Raises:
+    ValueError: a bad argument (named), a target outside `[0, num_outputs)`,
+      or a model that returns NaN or inf on x or on its perturbed copies.
   """
   box = _box(model, x)
   if box.input_dtype == 'int':
@@ -1052,15 +1220,18 @@ def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
   num_samples = _checks.check_int('num_samples', num_samples)
   _checks.check_positive('noise_std', noise_std)
   key = _checks.as_key('key', key, method='infidelity')
-  tgt = _check_target(target, x.shape[0])
+  tgt = _check_target(target, box, x.shape[0])
   if baseline is None:
     base, use_base = jnp.zeros_like(x), 0.0
   else:
     base, use_base = _baseline_array('baseline', baseline, x, box), 1.0
-  infid, infid_n, beta = _infidelity_core(
+  infid, infid_n, beta, f0, diff = _infidelity_core(
       box, x, attr, key, tgt, base, jnp.asarray(use_base, x.dtype),
       jnp.asarray(noise_std, x.dtype),
       num_samples, space, _checks.check_int('batch_size', batch_size))
+  _checks.check_finite_outputs(f0, method='infidelity', where='x')
+  _checks.check_finite_outputs(diff, method='infidelity',
+                               where='perturbed copies of x')
   out = _result('infidelity', infid)
   out.update(_result('infidelity_normalized', infid_n, beta=beta))
   return out
