@@ -9,6 +9,7 @@ numbers.
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -91,6 +92,52 @@ def test_k_larger_than_the_groups_is_a_clear_error():
   c.k = 50
   with pytest.raises(ValueError, match='d=49'):
     l2x_exp.check_config(c)
+
+
+def test_k_equal_to_the_groups_selects_everything_and_is_an_error():
+  c = l2x_configs.get_config('xor')
+  c.k = 10
+  with pytest.raises(ValueError, match=r'config.k=10 selects all d=10 groups'
+                     r".*choose k < 10"):
+    l2x_exp.check_config(c)
+  c = l2x_configs.get_config('fashion_mnist')
+  c.patch = 14                       # a 2x2 grid: d = 4 = k
+  with pytest.raises(ValueError, match='config.k=4 selects all d=4 groups'):
+    l2x_exp.check_config(c)
+
+
+@pytest.mark.parametrize('variant', l2x_configs.VARIANTS)
+def test_every_variant_checkpoints_and_keeps_its_patch(variant):
+  # Before: the tabular configs had checkpoint=False (nothing to resume).
+  c = l2x_configs.get_config(variant)
+  assert c.checkpoint is True
+  fields = l2x_exp.l2x_fields(c)
+  assert 'checkpoint_every' in fields and fields['checkpoint_every'] is None
+  c.checkpoint_every = 50            # typed: settable from the command line
+  assert l2x_exp.l2x_fields(c)['checkpoint_every'] == 50
+  if fields['modality'] == 'image':  # the documented 4x4 patches, explicit
+    assert c.patch == 4
+
+
+def test_tabular_fit_checkpoints_into_the_workdir_and_resumes(tmp_path):
+  from xai_jax import train  # pylint: disable=g-import-not-at-top
+  from experiments import selection  # pylint: disable=g-import-not-at-top
+  c = l2x_configs.get_config('xor')
+  c.num_train, c.num_test = 2_000, 200
+  c.batch_size, c.num_steps, c.log_every = 100, 8, 2
+  c.steps_per_call = 1
+  c.evalx.num_steps = 0
+  setup = selection.prepare(c, str(tmp_path))
+  model, info = l2x_exp.fit_l2x(setup, c, str(tmp_path))
+  wd = os.path.join(str(tmp_path), 'l2x')
+  assert train.latest_checkpoint_step(wd) == 8
+  assert info['train_steps'] == 8
+  # A rerun resumes from the finished checkpoint: the same model, no steps.
+  again, info2 = l2x_exp.fit_l2x(setup, c, str(tmp_path))
+  for a, b in zip(jax.tree.leaves(model.params),
+                  jax.tree.leaves(again.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert np.isnan(info2['train_steps'])
 
 
 def test_patch_that_does_not_divide_the_image_is_a_clear_error():

@@ -266,6 +266,7 @@ def test_default_config_follows_the_reference():
   # Every hyper-parameter is a field; k must be given.
   assert (c.k, c.modality, c.patch, c.vocab_size, c.chunk_size, c.seed) == (
       None, 'tabular', None, None, None, 0)
+  assert c.checkpoint_every is None  # default_checkpoint_every
   assert l2x.default_config('image').modality == 'image'
 
 
@@ -417,6 +418,12 @@ def _bad_calls():
   return [
       ('k=11 is larger than the number of groups d=10',
        lambda: l2x.fit(0, p, x, k=11)),
+      (r'k=10 selects all d=10 groups \(features\): every mask would be '
+       'all ones', lambda: l2x.fit(0, p, x, k=10, batch_size=100)),
+      ("Unknown l2x config field.*'smapler'.*did you mean 'sampler'",
+       lambda: l2x.fit(0, p, x, k=2, config={'smapler': 'subset'})),
+      ('checkpoint_every must be >= 1', lambda: l2x.fit(
+          0, p, x, k=2, batch_size=100, checkpoint_every=0)),
       ('k must be positive', lambda: l2x.fit(0, p, x, k=0)),
       ('k must be a Python int', lambda: l2x.fit(0, p, x, k=2.0)),
       ('tau', lambda: l2x.fit(0, p, x, k=2, tau=0.0)),
@@ -465,3 +472,110 @@ def test_bad_arguments_raise_value_error_naming_them(index):
   match, call = _bad_calls()[index]
   with pytest.raises(ValueError, match=match):
     call()
+
+
+# ------------------------------------------- k < d and the default patches
+
+
+def test_default_patch_leaves_a_grid_of_at_least_4x4():
+  # L2X's 4x4 patches where they fit (28x28 -> 7x7 grid, unchanged).
+  assert l2x.default_patch((28, 28, 1)) == 4
+  assert l2x.default_patch((32, 32, 3)) == 4
+  # Smaller images: the largest patch that still gives a 4x4 grid.
+  assert l2x.default_patch((8, 8, 1)) == 2
+  assert l2x.default_patch((12, 12)) == 3
+  assert l2x.default_patch((30, 30, 1)) == 3   # 4 does not divide 30
+  assert l2x.default_patch((6, 6, 1)) == 1
+  assert l2x.default_patch((2, 3, 1)) == 1
+  for shape in ((28, 28, 1), (8, 8, 1), (12, 12), (30, 30, 1), (6, 6, 1)):
+    p = l2x.default_patch(shape)
+    assert shape[0] % p == 0 and shape[1] % p == 0
+    assert min(shape[0], shape[1]) // p >= min(4, min(shape[0], shape[1]))
+
+
+def test_small_images_get_small_default_patches_and_k_equal_d_is_an_error():
+  # Before: 8x8 images got the 2x2 grid of 4x4 patches, d = 4 = k, and every
+  # mask was all ones, silently.
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(32, 8, 8, 1)).astype(np.float32)
+  z = x[:, :4, :4, 0].mean((1, 2)) - x[:, 4:, 4:, 0].mean((1, 2))
+  p1 = 1 / (1 + np.exp(-20 * z))
+  probs = np.stack([1 - p1, p1], 1).astype(np.float32)
+  kw = dict(k=4, modality='image', num_steps=2, batch_size=16)
+  with pytest.raises(ValueError, match=r'k=4 selects all d=4 groups '
+                     r'\(patches\).*Choose k < 4 or smaller patches'):
+    l2x.fit(0, probs, x, patch=4, **kw)
+  model = l2x.fit(0, probs, x, **kw)          # default patch 2: d = 16
+  assert model.groups.num_groups == 16
+  assert model.groups.grid_shape == (4, 4)
+  mask = np.asarray(l2x.explain(model, x).mask)
+  assert mask.shape == (32, 16)
+  np.testing.assert_array_equal(mask.sum(1), 4)
+  # explain with k = d is refused as well; k < d is fine.
+  with pytest.raises(ValueError, match='k=16 selects all d=16 groups'):
+    l2x.explain(model, x, k=16)
+  np.testing.assert_array_equal(
+      np.asarray(l2x.explain(model, x, k=15).mask).sum(1), 15)
+
+
+# ------------------------------------------------------------- checkpoints
+
+
+def test_default_checkpoint_every_gives_a_few_checkpoints():
+  assert l2x.default_checkpoint_every(1000, 10) == 250   # the paper's run
+  assert l2x.default_checkpoint_every(40, 10) == 10
+  assert l2x.default_checkpoint_every(7, 1) == 2
+  assert l2x.default_checkpoint_every(0, 1) == 1
+  assert l2x.default_checkpoint_every(10**6, 10) == 1000  # train.fit's
+  assert l2x.default_checkpoint_every(90, 4) == 24       # multiple of 4
+
+
+def test_interrupted_tabular_run_resumes_bit_identical(tmp_path, monkeypatch):
+  # Before: l2x.fit did not pass checkpoint_every on (train.fit's default is
+  # 1000 steps), so a shorter run had nothing to resume from.
+  from xai_jax import train  # pylint: disable=g-import-not-at-top
+  data = _xor(400)
+  kw = dict(k=2, batch_size=50, num_steps=8, log_every=2, steps_per_call=1,
+            **tiny_nets())
+  full = l2x.fit(0, data.probs, data.x, workdir=str(tmp_path / 'full'), **kw)
+
+  class Interrupted(Exception):
+    pass
+
+  save = train.save_checkpoint
+
+  def save_then_stop(workdir, state, step, **save_kw):
+    save(workdir, state, step, **save_kw)
+    if step >= 3:  # the process dies right after a checkpoint at step >= 3
+      raise Interrupted
+
+  cut = str(tmp_path / 'cut')
+  monkeypatch.setattr(train, 'save_checkpoint', save_then_stop)
+  with pytest.raises(Interrupted):
+    l2x.fit(0, data.probs, data.x, workdir=cut, **kw)
+  monkeypatch.undo()
+  # default_checkpoint_every(8, 1) = 2: checkpoints at 2 and 4 (of 8).
+  assert train.latest_checkpoint_step(cut) == 4
+  resumed, hist = l2x.fit(0, data.probs, data.x, workdir=cut,
+                          return_history=True, **kw)
+  np.testing.assert_array_equal(hist['step'], [6, 8])  # resumed at step 4
+  assert train.latest_checkpoint_step(cut) == 8
+  leaves = jax.tree.leaves((full.params, full.model_state))
+  leaves_r = jax.tree.leaves((resumed.params, resumed.model_state))
+  assert len(leaves) == len(leaves_r) > 0
+  for a, b in zip(leaves, leaves_r):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  np.testing.assert_array_equal(l2x.explain(full, data.x).scores,
+                                l2x.explain(resumed, data.x).scores)
+  # A finished run returns at once with the same model.
+  again = l2x.fit(0, data.probs, data.x, workdir=cut, **kw)
+  for a, b in zip(leaves, jax.tree.leaves((again.params, again.model_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # config.checkpoint_every is passed on to the training loop.
+  every = str(tmp_path / 'every')
+  monkeypatch.setattr(train, 'save_checkpoint', save_then_stop)
+  with pytest.raises(Interrupted):
+    l2x.fit(0, data.probs, data.x, workdir=every, checkpoint_every=3, **kw)
+  monkeypatch.undo()
+  assert train.latest_checkpoint_step(every) == 3
+

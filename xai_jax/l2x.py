@@ -105,10 +105,14 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
   (`fit(key, model, x, config, k=2, tau=0.5)`); None = not set.
 
   Fields:
-    k: the number of groups to select, `1 <= k <= d` (required).
+    k: the number of groups to select, `1 <= k < d` (required; k = d
+      would select everything: a ValueError naming k and d).
     modality: 'tabular', 'image' or 'text' (chooses these defaults, the
       default groups and the default nets).
-    patch: patch size of the default image groups (None: 4).
+    patch: patch size p of the default image groups (None:
+      `default_patch(image_shape)`: L2X's 4x4 patches when they divide the
+      image into a grid of at least 4x4 patches, e.g. 28x28 -> 7x7 grid;
+      else the largest p in 3, 2, 1 that does, e.g. 8x8 -> p = 2).
     vocab_size: V for text (None: max(x) + 1).
     tau: Concrete temperature tau of the relaxed top-k (L2X Eq. 5).
     sampler: relaxed top-k of `xai_jax.relax` ('concrete' = L2X).
@@ -131,6 +135,9 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
     chunk_size: rows per jitted chunk when computing the black box's
       targets and explaining (None: 65536 tabular, 1024 image, 4096 text).
     log_every: the training loop's log period in steps.
+    checkpoint_every: steps between checkpoints in `fit`'s `workdir` (None:
+      `default_checkpoint_every(num_steps, steps_per_call)`, about 4 per
+      run and at most every 1000 steps, so short runs are resumable too).
     steps_per_call: optimizer steps per jitted call of the training loop
       (`train.fit`; a `lax.scan`, same result as 1 up to float rounding):
       10 for tabular (~10% faster on CPU for the small MLPs), 1 for images
@@ -141,7 +148,7 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.k = None               # k: number of selected groups (required)
   c.modality = modality
-  c.patch = None           # image groups: patch x patch pixels (None: 4)
+  c.patch = None           # image groups: p x p pixels (None: default_patch)
   c.vocab_size = None      # V, text vocabulary size (None: max(x) + 1)
   c.tau = 0.1              # tau: Concrete temperature (L2X: 0.1 synthetic)
   c.sampler = 'concrete'   # V(theta, zeta): relaxed top-k, L2X Eq. (5)
@@ -159,6 +166,7 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
   c.approximator = 'learned'  # q: 'learned' or 'blackbox' (the frozen box)
   c.chunk_size = None      # rows per jitted chunk (None: per modality)
   c.log_every = 100
+  c.checkpoint_every = None  # steps (None: default_checkpoint_every)
   c.steps_per_call = 10 if modality == 'tabular' else 1
   c.seed = 0
   if modality == 'text':
@@ -295,13 +303,21 @@ def _expander(groups: masking.FeatureGroups, identity: bool
 
 
 def _check_k(k: Any, groups: masking.FeatureGroups) -> int:
-  """`_checks.check_k` over the groups, naming them when k is too large."""
+  """`_checks.check_k` over the groups, and k < d: k = d selects every group
+  (every mask all ones), which explains nothing."""
   d = groups.num_groups
   if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > d:
     raise ValueError(
         f'k={k} is larger than the number of groups d={d} ({groups.kind}); '
-        f'choose k <= {d}.')
-  return _checks.check_k('k', k, d)
+        f'choose k < {d}.')
+  k = _checks.check_k('k', k, d)
+  if k == d:
+    hint = (' or smaller patches (patch=...)' if groups.kind == 'patches'
+            else '')
+    raise ValueError(
+        f'k={k} selects all d={d} groups ({groups.kind}): every mask would '
+        f'be all ones. Choose k < {d}{hint}.')
+  return k
 
 
 def _check_x(x: Any, modality: str) -> np.ndarray | Array:
@@ -328,6 +344,50 @@ def _check_x(x: Any, modality: str) -> np.ndarray | Array:
   return x
 
 
+def default_patch(image_shape: tuple[int, ...]) -> int:
+  """The default patch size p of L2X's image groups for `[H, W, ...]` images.
+
+  L2X's MNIST setting, p = 4 (28x28 -> a 7x7 grid of 49 patches), when 4
+  divides H and W and leaves a grid of at least 4x4 patches; otherwise the
+  largest p in 3, 2, 1 that does (8x8 -> p = 2, a 4x4 grid; 12x12 -> 3),
+  and p = 1 (pixels) for images under 4 pixels a side. So small images get
+  enough groups for a meaningful top-k instead of, e.g., the 2x2 grid of
+  4x4 patches of an 8x8 image, where k = 4 would select everything.
+
+  Args:
+    image_shape: `(H, W)` or `(H, W, C)`.
+
+  Returns:
+    p, a patch size that divides H and W.
+  """
+  h, w = int(image_shape[0]), int(image_shape[1])
+  for p in (4, 3, 2):
+    if h % p == 0 and w % p == 0 and h // p >= 4 and w // p >= 4:
+      return p
+  return 1
+
+
+def default_checkpoint_every(num_steps: int, steps_per_call: int = 1) -> int:
+  """Steps between checkpoints when `checkpoint_every` is None.
+
+  About 4 checkpoints per run, ceil(num_steps / 4), at most every 1000
+  steps (`train.fit`'s default), rounded up to a multiple of
+  `steps_per_call` (so the training loop compiles one program), at least
+  `steps_per_call`: an interrupted run of any length resumes from a recent
+  checkpoint.
+
+  Args:
+    num_steps: the run's total number of steps (>= 0).
+    steps_per_call: optimizer steps per jitted call (>= 1).
+
+  Returns:
+    The checkpoint period in steps (>= 1).
+  """
+  every = min(1000, max(1, -(-int(num_steps) // 4)))
+  spc = max(1, int(steps_per_call))
+  return max(spc, -(-every // spc) * spc)
+
+
 def _default_groups(modality: str, input_shape: tuple[int, ...],
                     patch: Any) -> masking.FeatureGroups:
   if modality == 'tabular':
@@ -335,7 +395,8 @@ def _default_groups(modality: str, input_shape: tuple[int, ...],
       raise ValueError("patch applies to modality='image' only.")
     return masking.feature_groups(input_shape)
   if modality == 'image':
-    return masking.patch_groups(input_shape, 4 if patch is None else patch)
+    return masking.patch_groups(
+        input_shape, default_patch(input_shape) if patch is None else patch)
   return masking.token_groups(input_shape[0])
 
 
@@ -590,7 +651,9 @@ def fit(
     config: a ConfigDict/dict of fields of `default_config` (None: the
       defaults).
     groups: the feature groups `d` is counted over; default: every feature
-      (tabular), `patch x patch` patches (image), tokens (text).
+      (tabular), `patch x patch` patches (image; `patch=None`:
+      `default_patch`, 4x4 on 28x28 images, 2x2 on 8x8), tokens (text).
+      k must be smaller than d.
     selector: a custom selector module `x -> logits[b, d]` (default
       `nets.make_selector(modality, ...)`).
     approximator: a custom approximator module `(x, mask) -> logits[b, c]`,
@@ -601,8 +664,11 @@ def fit(
       fidelity on x_S (post-hoc accuracy); the selection cannot encode the
       class for a co-trained decoder. 'blackbox' needs a `BlackBox` on
       float inputs (tabular, image) as `model`.
-    workdir: checkpoints and metrics of `train.fit` (REAL-X: `workdir/
-      realx_predictor` and `workdir/realx_selector`); reruns resume.
+    workdir: checkpoints (every `config.checkpoint_every` steps and at the
+      end) and metrics of `train.fit` (REAL-X: `workdir/realx_predictor`
+      and `workdir/realx_selector`); a rerun with the same arguments resumes
+      from the newest checkpoint and ends with the same model as an
+      uninterrupted run.
     return_history: also return the training history of `train.fit`.
     **overrides: fields of `default_config` by name (k, tau, sampler,
       num_steps, batch_size, modality, patch, vocab_size, chunk_size, ...).
@@ -614,8 +680,8 @@ def fit(
 
   Raises:
     ValueError: an unknown config field (the message lists the valid ones),
-      bad k / tau / sampler / modality / groups / x / targets, or a black box
-      that does not output a distribution.
+      bad k (k >= d included) / tau / sampler / modality / groups / x /
+      targets, or a black box that does not output a distribution.
   """
   # ---- config.
   if isinstance(approximator, str):
@@ -692,6 +758,14 @@ def fit(
       num_steps if realx_num_steps is None else realx_num_steps, minimum=0)
   opt_cfg = {'optimizer': cfg.optimizer, 'learning_rate': cfg.learning_rate}
   train.make_optimizer(opt_cfg)  # validates names and numbers
+  steps_per_call = _checks.check_int('steps_per_call', cfg.steps_per_call)
+  if cfg.checkpoint_every is not None:
+    _checks.check_int('checkpoint_every', cfg.checkpoint_every)
+
+  def checkpoint_every(steps: int) -> int:
+    if cfg.checkpoint_every is not None:
+      return int(cfg.checkpoint_every)
+    return default_checkpoint_every(steps, steps_per_call)
 
   # ---- modules and initial parameters.
   if selector is None:
@@ -716,7 +790,7 @@ def fit(
 
   data = {'x': np.asarray(x), 'targets': targets}
   fit_kw = dict(batch_size=batch_size, log_every=log_every,
-                steps_per_call=cfg.steps_per_call)
+                steps_per_call=steps_per_call)
   history: dict[str, Any] = {}
 
   if not realx:
@@ -726,6 +800,7 @@ def fit(
         loss_fn, {'selector': sel_params, 'approximator': app_params},
         data, tx=tx, key=train_key,
         model_state=model_state, num_steps=num_steps, workdir=workdir,
+        checkpoint_every=checkpoint_every(num_steps),
         # the box's parameters are an input: kept out of the checkpoints.
         unsaved_collections=('box',) if box_state is not None else (),
         **fit_kw)
@@ -743,7 +818,7 @@ def fit(
     state1, hist1 = train.fit(
         loss1, app_params, data, tx=tx1, key=k1,
         model_state=model_state, num_steps=realx_num_steps, workdir=wd1,
-        **fit_kw)
+        checkpoint_every=checkpoint_every(realx_num_steps), **fit_kw)
     app_params = jax.device_get(state1.params)
     model_state = jax.device_get(state1.model_state)
     frozen = {'params': app_params, **model_state}
@@ -752,7 +827,8 @@ def fit(
                                  expand, l2)
     state2, history = train.fit(
         loss2, sel_params, data, tx=tx2, key=k2,
-        num_steps=num_steps, workdir=wd2, **fit_kw)
+        num_steps=num_steps, workdir=wd2,
+        checkpoint_every=checkpoint_every(num_steps), **fit_kw)
     history = dict(history)
     history.update({f'predictor/{name}': v for name, v in hist1.items()})
     params = {'selector': state2.params, 'approximator': app_params}
@@ -951,7 +1027,7 @@ def approximator_accuracy(model: L2XModel, x: Any, targets: Any, *,
 
 __all__ = [
     'APPROXIMATORS', 'L2XModel', 'MODALITIES', 'PERTURBED_NUM_SAMPLES',
-    'approximator_accuracy', 'approximator_logits', 'default_config',
-    'explain', 'fit', 'init_params', 'l2x_loss', 'make_sampler',
-    'select_inputs',
+    'approximator_accuracy', 'approximator_logits',
+    'default_checkpoint_every', 'default_config', 'default_patch', 'explain',
+    'fit', 'init_params', 'l2x_loss', 'make_sampler', 'select_inputs',
 ]

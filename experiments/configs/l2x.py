@@ -101,7 +101,8 @@ BASELINES = ('random', 'saliency', 'integrated_gradients', 'kernel_shap')
 SAMPLERS = ('concrete', 'subset', 'straight_through', 'perturbed')
 # L2X fields that are None by default: typed, so that the command line can
 # set them (`--config.num_steps=500`).
-_OPTIONAL_INTS = ('num_steps', 'realx_num_steps', 'chunk_size')
+_OPTIONAL_INTS = ('num_steps', 'realx_num_steps', 'chunk_size',
+                  'checkpoint_every')
 
 
 def _modality(variant: str) -> str:
@@ -162,7 +163,10 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   c.approximator_masking = 'zero'
   c.selector_kwargs = ml_collections.ConfigDict()      # nets.make_selector
   c.approximator_kwargs = ml_collections.ConfigDict()  # nets.make_approximator
-  c.checkpoint = False      # L2X checkpoints in workdir/l2x (resumable)
+  # L2X checkpoints in workdir/l2x every `checkpoint_every` steps (None:
+  # l2x.default_checkpoint_every, ~4 per run): a rerun resumes and ends
+  # with the same model. False: no checkpoints (not resumable).
+  c.checkpoint = True
   # ------------------------------------------------------------- baselines
   # Top-k of their attributions at the same k. Rows explained per baseline
   # (-1 = all num_test rows; costly ones run on the first rows).
@@ -199,7 +203,6 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   # ------------------------------------------------------- images and text
   c.l2 = 0.0
   c.rank_signed = True
-  c.checkpoint = True
   if modality == 'image':
     c.blackbox = 'cnn'
     c.patch = 4             # p x p patches (28 / 4 -> 7 x 7 groups)
