@@ -9,16 +9,24 @@
   refers to an existing binary, script, config file and variant.
 * The result pages hold no history of earlier runs.
 * The README's library example runs and finds the true features (slow).
+* `help(xai_jax.attribution)` lists every attribution method with its
+  description and the shared calling convention.
+* docs/devices.md: its example runs on two (fake CPU) devices and keeps the
+  results sharded; the README links the page.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
+import pydoc
 import re
 import subprocess
 import sys
 
 import pytest
+
+from xai_jax import attribution
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / 'README.md', ROOT / 'benchmarks' / 'README.md',
@@ -125,3 +133,58 @@ def test_readme_example_runs(tmp_path):
   assert lines[2] == '(1000, 10) (1000, 10)', lines
   # L2X's median rank of the 4 true orange-skin features (optimum 2.5).
   assert float(lines[-1]) <= 2.6, lines
+
+
+# ------------------------------------------------------------ attribution help
+
+
+def test_attribution_docstring_lists_every_method():
+  doc = attribution.__doc__
+  assert 'method(model, x, *, target=None' in doc   # the calling convention
+  for name in attribution.METHODS:                   # one entry per method
+    assert f'* `{name}`:' in doc, f'{name} is not described'
+  missing = [name for name in {*attribution.METHODS, *attribution.__all__}
+             if not re.search(rf'\b{name}\b', doc)]
+  assert not missing, f'xai_jax.attribution.__doc__ does not name {missing}'
+  assert set(attribution.METHODS) <= set(attribution.__all__)
+  assert all(hasattr(attribution, name) for name in attribution.__all__)
+
+
+def test_attribution_help_shows_every_method():
+  text = pydoc.render_doc(attribution, renderer=pydoc.plaintext)
+  functions = text[text.index('FUNCTIONS'):]
+  for name in attribution.METHODS:
+    assert f'\n    {name}(' in functions, f'help() does not list {name}'
+
+
+# ------------------------------------------------------------ devices page
+
+DEVICES = ROOT / 'docs' / 'devices.md'
+
+
+def _devices_example() -> str:
+  blocks = re.findall(r'```python\n(.*?)```', DEVICES.read_text(), re.DOTALL)
+  blocks = [b for b in blocks if 'make_data_mesh' in b]
+  assert len(blocks) == 1, 'docs/devices.md needs one python example'
+  return blocks[0]
+
+
+def test_devices_example_runs(tmp_path):
+  script = tmp_path / 'devices_example.py'
+  script.write_text(_devices_example())
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.strip().splitlines()
+  assert lines[0] == 'devices: 2 cpu', lines
+  names = [line.split()[0] for line in lines[1:]]
+  assert 'l2x' in names and len(names) >= 4, lines
+  assert set(names) - {'l2x'} <= set(attribution.METHODS), names
+  for line in lines[1:]:   # 63 rows explained, the result on both devices
+    assert line.endswith('(63, 10) 2'), line
+
+
+def test_readme_links_devices_page():
+  assert '](docs/devices.md)' in (ROOT / 'README.md').read_text()
