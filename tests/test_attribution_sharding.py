@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
         'permutation_shap': lambda v: shap.permutation_shap(
             box, v, target=0, key=key, num_permutations=4),
         'lime': lambda v: xlime.lime(box, v, target=0, key=key,
-                                     num_samples=300)[0],
+                                     num_samples=300, data=x),
     }
     out = {'devices': jax.device_count()}
     for name, fn in calls.items():
