@@ -131,10 +131,19 @@ class BlackBox:
     Args:
       x: `[batch, *input_shape]`.
       target: class index per example `[batch]`, one int for all, or None for
-        the predicted class.
+        the predicted class; every index in `[0, num_outputs)`.
       space: 'raw' (the box's own output kind), 'probs' or 'log_probs'.
+    Returns:
+      `[batch]`: `outputs[i, target[i]]` in the chosen space.
+    Raises:
+      ValueError: `space` is unknown, `x` is not `[batch, *input_shape]`, or
+        `target` is not integer, has the wrong shape or holds an index
+        outside `[0, num_outputs)` (negative indices included); checked
+        before the model runs (skipped for traced targets).
     """
     _checks.check_choice('space', space, ('raw', 'probs', 'log_probs'))
+    _checks.check_target_range('target', target, self.num_outputs,
+                               model=f'black box {self.name!r}')
     raw = self(x)
     t = resolve_target(raw, target, x.shape[0])
     out = raw
@@ -185,7 +194,8 @@ def to_log_probs(outputs: Array, output: str) -> Array:
 
 
 def resolve_target(outputs: Array | None, target: Array | int | None,
-                   batch: int) -> Array:
+                   batch: int, num_outputs: int | None = None, *,
+                   model: str = 'the black box') -> Array:
   """Target class per example `[batch]` (int32).
 
   Args:
@@ -193,7 +203,18 @@ def resolve_target(outputs: Array | None, target: Array | int | None,
       (the predicted class = argmax).
     target: None, one int for all examples, or an int array `[batch]`.
     batch: the batch size.
+    num_outputs: optional `c`; when given, every index of `target` must be
+      in `[0, c)` (`_checks.check_target_range`; skipped for tracers).
+    model: how an error message names the model.
+  Returns:
+    `[batch]` int32 class indices.
+  Raises:
+    ValueError: `target` is None without `outputs`, is not integer, has a
+      shape other than `()` or `[batch]`, or (with `num_outputs`) holds an
+      index outside `[0, num_outputs)`, negative indices included.
   """
+  if num_outputs is not None:
+    _checks.check_target_range('target', target, num_outputs, model=model)
   if target is None:
     if outputs is None:
       raise ValueError('target=None needs the model outputs.')
@@ -215,14 +236,87 @@ def select_target(outputs: Array, target: Array) -> Array:
 
 
 # ----------------------------------------------------------------- adapters
-def _infer_outputs(fn: Callable, params: PyTree, input_shape: tuple[int, ...],
-                   dtype: Any) -> int:
-  out = jax.eval_shape(fn, params, jax.ShapeDtypeStruct((2, *input_shape),
-                                                        dtype))
-  if len(out.shape) != 2:
-    raise ValueError('A black box must return [batch, num_outputs]; the model '
-                     f'returned shape {out.shape[1:]} per batch of 2.')
-  return int(out.shape[-1])
+# Every adapter checks the model once, at wrap time, on a probe batch of
+# `_PROBE_BATCH` rows of zeros (abstractly with `jax.eval_shape` for JAX
+# models: a trace, no computation; one real call of the function for
+# `from_numpy`). When the probe cannot tell `[batch, c]` from `[c, batch]`
+# (c equal to the probe batch) a second probe of `_SECOND_PROBE_BATCH` rows
+# settles it.
+_PROBE_BATCH = 2
+_SECOND_PROBE_BATCH = 3
+_NOT_TRACEABLE = (jax.errors.TracerArrayConversionError,
+                  jax.errors.ConcretizationTypeError,
+                  jax.errors.TracerIntegerConversionError)
+
+
+def _first_line(err: BaseException) -> str:
+  """`'TypeError: <first line of the message>'`, without a final period."""
+  lines = [l.strip() for l in str(err).splitlines() if l.strip()]
+  if not lines:
+    return type(err).__name__
+  return f'{type(err).__name__}: {lines[0]}'.rstrip('.')
+
+
+def _check_probe_output(out_shape: tuple[int, ...], batch: int,
+                        input_shape: tuple[int, ...], arg: str) -> None:
+  """ValueError naming `arg` unless the output is `[batch, num_outputs]`."""
+  probe = (batch, *input_shape)
+  if len(out_shape) == 2 and out_shape[0] == batch:
+    return
+  if len(out_shape) == 1 and out_shape[0] == batch:
+    hint = (' For one output per example return shape [batch, 1] '
+            '(e.g. y[:, None]); for a scikit-learn classifier wrap '
+            'predict_proba, not predict.')
+  elif len(out_shape) == 2 and out_shape[1] == batch:
+    hint = (' Outputs must be batch-first: [batch, num_outputs], not '
+            '[num_outputs, batch].')
+  else:
+    hint = ''
+  raise ValueError(
+      f'{arg} must map [batch, *input_shape] -> [batch, num_outputs], one '
+      f'output row per input row: on a probe batch of shape {probe} it '
+      f'returned shape {tuple(out_shape)}, expected ({batch}, num_outputs).'
+      + hint)
+
+
+def _eval_probe(fn: Callable, params: PyTree, input_shape: tuple[int, ...],
+                dtype: Any, batch: int, arg: str) -> tuple[int, ...]:
+  """The abstract output shape of `fn(params, zeros[batch, *input_shape])`."""
+  spec = jax.ShapeDtypeStruct((batch, *input_shape), dtype)
+  try:
+    out = jax.eval_shape(fn, params, spec)
+  except _NOT_TRACEABLE as e:
+    raise ValueError(
+        f'{arg} is not traceable by JAX ({_first_line(e)}); wrap a non-JAX '
+        'model (numpy, scikit-learn, PyTorch) with from_numpy.') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(
+        f'input_shape={input_shape} does not fit {arg}: on a probe batch of '
+        f'shape {spec.shape} ({np.dtype(dtype).name}) it raised '
+        f'{_first_line(e)}. input_shape is the shape of ONE example, without '
+        'the batch dimension (and input_dtype its kind).') from e
+  if not isinstance(out, jax.ShapeDtypeStruct):
+    raise ValueError(
+        f'{arg} must return one array [batch, num_outputs], got a '
+        f'{type(out).__name__} on a probe batch of shape {spec.shape}.')
+  return tuple(out.shape)
+
+
+def _probe_outputs(fn: Callable, params: PyTree, input_shape: tuple[int, ...],
+                   dtype: Any, arg: str) -> int:
+  """`num_outputs` of a JAX apply function, checked on abstract probes.
+
+  Raises:
+    ValueError: naming `input_shape` if the probe fails, `arg` if the output
+      is not `[batch, num_outputs]` with the input's batch.
+  """
+  shape = _eval_probe(fn, params, input_shape, dtype, _PROBE_BATCH, arg)
+  _check_probe_output(shape, _PROBE_BATCH, input_shape, arg)
+  if shape[1] == _PROBE_BATCH:
+    shape2 = _eval_probe(fn, params, input_shape, dtype, _SECOND_PROBE_BATCH,
+                         arg)
+    _check_probe_output(shape2, _SECOND_PROBE_BATCH, input_shape, arg)
+  return int(shape[1])
 
 
 def _dtype_of(input_dtype: str) -> Any:
@@ -234,22 +328,42 @@ def from_jax(fn: Callable, *, input_shape: Sequence[int], params: PyTree = None,
              name: str = 'jax') -> BlackBox:
   """Wraps any JAX callable (Haiku `transform`, Equinox, plain function).
 
+  At wrap time the output shape is checked with `jax.eval_shape` on a probe
+  batch of zeros `[2, *input_shape]` (a trace, no computation; a second
+  probe of 3 rows when `num_outputs == 2`).
+
   Args:
     fn: `fn(x)` if `params` is None, else `fn(params, x)`; maps
-      `[batch, *input_shape] -> [batch, num_outputs]`.
-    input_shape: the shape of one example.
+      `[batch, *input_shape] -> [batch, num_outputs]`; must be traceable by
+      JAX (jit, vmap, grad).
+    input_shape: the shape of one example (without the batch dimension).
     params: optional parameter pytree passed as the first argument.
     output: 'logits', 'probs', 'log_probs' or 'regression'.
     input_dtype: 'float' or 'int' (token ids).
     name: a label.
+  Returns:
+    a `BlackBox`: `box(x[batch, *input_shape]) -> [batch, num_outputs]`,
+    `num_outputs` read from the probe.
+  Raises:
+    ValueError: `output` or `input_dtype` is unknown; `fn` is not callable
+      or not traceable by JAX; `fn` fails on the probe batch (the message
+      names `input_shape`, the probe's shape and the error's first line); or
+      `fn` does not return `[batch, num_outputs]` with the input's batch.
   """
+  return _from_jax(fn, input_shape=input_shape, params=params, output=output,
+                   input_dtype=input_dtype, name=name, arg='fn')
+
+
+def _from_jax(fn: Callable, *, input_shape: Sequence[int], params: PyTree,
+              output: str, input_dtype: str, name: str, arg: str) -> BlackBox:
   _checks.check_choice('output', output, OUTPUT_KINDS)
   _checks.check_choice('input_dtype', input_dtype, ('float', 'int'))
   if not callable(fn):
-    raise ValueError(f'fn must be callable, got {type(fn).__name__}.')
+    raise ValueError(f'{arg} must be callable, got {type(fn).__name__}.')
   input_shape = _as_tuple(input_shape)
   apply_fn = fn if params is not None else _ignore_params(fn)
-  n = _infer_outputs(apply_fn, params, input_shape, _dtype_of(input_dtype))
+  n = _probe_outputs(apply_fn, params, input_shape, _dtype_of(input_dtype),
+                     arg)
   return BlackBox(apply_fn=apply_fn, params=params, input_shape=input_shape,
                   output=output, num_outputs=n, input_dtype=input_dtype,
                   name=name)
@@ -276,10 +390,15 @@ def from_linen(module: nn.Module, variables: PyTree, *,
                **apply_kwargs: Any) -> BlackBox:
   """Wraps a Flax linen module: `module.apply(variables, x, method=method)`.
 
+  At wrap time the output shape is checked with `jax.eval_shape` on a probe
+  batch of zeros `[2, *input_shape]` (a trace, no computation; a second
+  probe of 3 rows when `num_outputs == 2`).
+
   Args:
-    module: the linen module.
+    module: the linen module; maps `[batch, *input_shape] ->
+      [batch, num_outputs]`.
     variables: its variables (`{'params': ..., 'batch_stats': ...}`).
-    input_shape: the shape of one example.
+    input_shape: the shape of one example (without the batch dimension).
     method: optional method name or function to apply instead of `__call__`.
     output: 'logits', 'probs', 'log_probs' or 'regression'.
     split_at: optional path of a submodule ('backbone/conv2' or 'Dense_1'):
@@ -289,8 +408,19 @@ def from_linen(module: nn.Module, variables: PyTree, *,
     input_dtype: 'float' or 'int'.
     name: a label (default: the module's class name).
     **apply_kwargs: static keyword arguments for apply (e.g. `train=False`).
+  Returns:
+    a `BlackBox`: `box(x[batch, *input_shape]) -> [batch, num_outputs]`;
+    with `split_at`, also `head(x) -> [batch, *latent_shape]` and
+    `tail(latent) -> [batch, num_outputs]`.
+  Raises:
+    ValueError: `output` or `input_dtype` is unknown; `module` is not a linen
+      module; applying it fails on the probe batch (the message names
+      `input_shape`, the probe's shape and the error's first line); it does
+      not return `[batch, num_outputs]` with the input's batch; or
+      `split_at` names no submodule called in apply.
   """
   _checks.check_choice('output', output, OUTPUT_KINDS)
+  _checks.check_choice('input_dtype', input_dtype, ('float', 'int'))
   if not isinstance(module, nn.Module):
     raise ValueError(f'module must be a flax.linen.Module, got '
                      f'{type(module).__name__}.')
@@ -298,7 +428,8 @@ def from_linen(module: nn.Module, variables: PyTree, *,
   kwargs = tuple(sorted(apply_kwargs.items()))
   apply_fn = _cached(_linen_apply, module, method, kwargs)
   name = name or type(module).__name__
-  n = _infer_outputs(apply_fn, variables, input_shape, _dtype_of(input_dtype))
+  n = _probe_outputs(apply_fn, variables, input_shape, _dtype_of(input_dtype),
+                     'module')
   head_fn = tail_fn = latent_shape = None
   if split_at is not None:
     path = _module_path(split_at)
@@ -372,34 +503,70 @@ def from_nnx(model: Any, *, input_shape: Sequence[int], output: str = 'logits',
              name: str | None = None) -> BlackBox:
   """Wraps a Flax NNX module through `nnx.split` / `nnx.merge`.
 
-  The module's state becomes the box's `params` (a pytree), its graph
-  definition the static part. The module is not mutated by calls.
+  The box evaluates the model in eval mode: at wrap time it clones the
+  module (`nnx.clone`; the arrays are shared, not copied), sets the clone
+  to eval mode (`.eval()`: `deterministic=True` for Dropout,
+  `use_running_average=True` for BatchNorm) and splits the clone; each call
+  merges a fresh copy of that state (`nnx.merge(..., copy=True)`). So the
+  user's module is never mutated (its mode, batch statistics and RNG counts
+  stay as they were), the box is deterministic, and jit/vmap/grad of it
+  work whatever mode the module was in. The box holds the state at wrap
+  time: after training the module further, wrap it again (or pass
+  `nnx.state(model)` to `with_params`).
+
+  At wrap time the output shape is checked with `jax.eval_shape` on a probe
+  batch of zeros `[2, *input_shape]` (a trace, no computation; a second
+  probe of 3 rows when `num_outputs == 2`).
 
   Args:
-    model: an `nnx.Module` mapping `[batch, *input_shape] -> [batch, c]`.
-    input_shape: the shape of one example.
+    model: an `nnx.Module` mapping `[batch, *input_shape] ->
+      [batch, num_outputs]`.
+    input_shape: the shape of one example (without the batch dimension).
     output: 'logits', 'probs', 'log_probs' or 'regression'.
     method: optional method name to call instead of `__call__`.
     input_dtype: 'float' or 'int'.
     name: a label (default: the module's class name).
+  Returns:
+    a `BlackBox`: `box(x[batch, *input_shape]) -> [batch, num_outputs]`,
+    whose `params` are the eval-mode clone's `nnx.State`.
+  Raises:
+    ValueError: `model` is not an `nnx.Module`; `output` or `input_dtype` is
+      unknown; `method` is not a method of `model`; calling the model fails
+      on the probe batch (the message names `input_shape`, the probe's shape
+      and the error's first line); or it does not return
+      `[batch, num_outputs]` with the input's batch.
   """
   from flax import nnx  # pylint: disable=g-import-not-at-top
   if not isinstance(model, nnx.Module):
     raise ValueError(f'model must be a flax.nnx.Module, got '
                      f'{type(model).__name__}.')
-  graphdef, state = nnx.split(model)
+  if method is not None and not callable(getattr(model, method, None)):
+    raise ValueError(f'method={method!r} is not a method of '
+                     f'{type(model).__name__}.')
+  evaluated = nnx.clone(model)
+  evaluated.eval()
+  graphdef, state = nnx.split(evaluated)
   apply_fn = _nnx_apply(graphdef, method)
-  return from_jax(apply_fn, input_shape=input_shape, params=state,
-                  output=output, input_dtype=input_dtype,
-                  name=name or type(model).__name__)
+  return _from_jax(apply_fn, input_shape=input_shape, params=state,
+                   output=output, input_dtype=input_dtype,
+                   name=name or type(model).__name__, arg='model')
+
+
+def _nnx_merge_copies() -> bool:
+  import inspect  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  return 'copy' in inspect.signature(nnx.merge).parameters
 
 
 @functools.lru_cache(maxsize=None)
 def _nnx_apply(graphdef, method):
   from flax import nnx  # pylint: disable=g-import-not-at-top
+  # Where `nnx.split` states hold the module's own Variables (flax >= 0.11),
+  # merging without a copy would write any update back into them.
+  kw = {'copy': True} if _nnx_merge_copies() else {}
 
   def apply_fn(state, x):
-    m = nnx.merge(graphdef, state)
+    m = nnx.merge(graphdef, state, **kw)
     return (m if method is None else getattr(m, method))(x)
   return apply_fn
 
@@ -415,17 +582,34 @@ def from_numpy(fn: Callable[[np.ndarray], np.ndarray], *,
   ONE call `fn(x[n, *input_shape]) -> [n, *output_shape]`, never one per row.
   Gradients are not available (a clear error names the alternatives).
 
+  At wrap time `fn` is called once on a probe batch of zeros
+  `[2, *input_shape]` (a second call on 3 rows when `output_shape == (2,)`)
+  to check that it returns `[batch, *output_shape]`: an error inside the
+  callback later would surface as an opaque runtime error.
+
   Args:
     fn: numpy function `[n, *input_shape] -> [n, *output_shape]`, e.g.
       `sklearn_model.predict_proba`.
-    input_shape: the shape of one example.
-    output_shape: the shape of one example's output, e.g. `(2,)`.
+    input_shape: the shape of one example (without the batch dimension).
+    output_shape: the shape of one example's output, `(num_outputs,)` or
+      `num_outputs`, e.g. `(2,)`.
     dtype: the output dtype.
     output: 'logits', 'probs', 'log_probs' or 'regression'.
-    input_dtype: 'float' or 'int'.
+    input_dtype: 'float' (probe and inputs float32) or 'int' (int32).
     name: a label.
+  Returns:
+    a `BlackBox`: `box(x[batch, *input_shape]) -> [batch, num_outputs]`,
+    jittable and vmappable, not differentiable.
+  Raises:
+    ValueError: `output` or `input_dtype` is unknown; `fn` is not callable;
+      `output_shape` is not one-dimensional; `fn` fails on the probe batch
+      (the message names `input_shape` and the error's first line); `fn`
+      does not return one output row per input row; or its output per
+      example differs from `output_shape` (the message names `output_shape`
+      and the shape `fn` returned).
   """
   _checks.check_choice('output', output, OUTPUT_KINDS)
+  _checks.check_choice('input_dtype', input_dtype, ('float', 'int'))
   if not callable(fn):
     raise ValueError(f'fn must be callable, got {type(fn).__name__}.')
   input_shape = _as_tuple(input_shape)
@@ -434,10 +618,36 @@ def from_numpy(fn: Callable[[np.ndarray], np.ndarray], *,
     raise ValueError(f'output_shape must have one dimension (num_outputs,), '
                      f'got {output_shape}.')
   dtype = np.dtype(dtype)
+  _probe_numpy(fn, input_shape, output_shape,
+               np.dtype(_dtype_of(input_dtype)))
   apply_fn = _numpy_apply(fn, input_shape, output_shape, dtype)
   return BlackBox(apply_fn=apply_fn, params=None, input_shape=input_shape,
                   output=output, num_outputs=output_shape[0],
                   input_dtype=input_dtype, differentiable=False, name=name)
+
+
+def _probe_numpy(fn: Callable, input_shape: tuple[int, ...],
+                 output_shape: tuple[int, ...], in_dtype: np.dtype) -> None:
+  """Calls `fn` on zeros `[2, *input_shape]` and checks its output shape."""
+  batches = [_PROBE_BATCH]
+  if output_shape[0] == _PROBE_BATCH:
+    batches.append(_SECOND_PROBE_BATCH)
+  for batch in batches:
+    probe = np.zeros((batch, *input_shape), in_dtype)
+    try:
+      out = np.shape(fn(probe))
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(
+          f'input_shape={input_shape} does not fit fn: on a probe batch of '
+          f'shape {probe.shape} ({in_dtype.name}) it raised '
+          f'{_first_line(e)}. input_shape is the shape of ONE example, '
+          'without the batch dimension (and input_dtype its kind).') from e
+    _check_probe_output(out, batch, input_shape, 'fn')
+    if out[1:] != output_shape:
+      raise ValueError(
+          f'output_shape={output_shape} does not match fn: on a probe batch '
+          f'of shape {probe.shape} it returned shape {out}, i.e. '
+          f'output_shape={out[1:]} per example.')
 
 
 class NotDifferentiableError(ValueError):
@@ -481,14 +691,32 @@ def _numpy_apply(fn, input_shape, output_shape, dtype):
 
 def as_blackbox(model: BlackBox | Callable, *, input_shape: Sequence[int] |
                 None = None, output: str = 'logits') -> BlackBox:
-  """Returns `model` if it is a BlackBox, else wraps a JAX callable with
-  `from_jax` (then `input_shape` is required)."""
+  """Returns `model` if it is a BlackBox, else wraps a JAX callable.
+
+  A plain callable goes through the same wrap-time checks as `from_jax`
+  (an abstract probe batch of zeros `[2, *input_shape]`).
+
+  Args:
+    model: a `BlackBox`, or a JAX callable `model(x[batch, *input_shape]) ->
+      [batch, num_outputs]`.
+    input_shape: the shape of one example; required for a plain callable,
+      ignored for a BlackBox.
+    output: 'logits', 'probs', 'log_probs' or 'regression' (plain callables).
+  Returns:
+    a `BlackBox`: `box(x[batch, *input_shape]) -> [batch, num_outputs]`.
+  Raises:
+    ValueError: `input_shape` is missing for a plain callable; `output` is
+      unknown; `model` is not callable or not traceable by JAX; `model`
+      fails on the probe batch (the message names `input_shape`); or it
+      does not return `[batch, num_outputs]` with the input's batch.
+  """
   if isinstance(model, BlackBox):
     return model
   if input_shape is None:
     raise ValueError('input_shape is required when model is a plain callable '
                      'and not a BlackBox.')
-  return from_jax(model, input_shape=input_shape, output=output)
+  return _from_jax(model, input_shape=input_shape, params=None, output=output,
+                   input_dtype='float', name='jax', arg='model')
 
 
 def require_differentiable(box: BlackBox, method: str) -> None:
