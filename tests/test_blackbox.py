@@ -213,3 +213,220 @@ def test_text_box_takes_token_ids():
   np.testing.assert_allclose(box(tok), m.apply(v, tok), rtol=1e-6)
   with pytest.raises(ValueError, match='integer token ids'):
     box(tok.astype(jnp.float32))
+
+
+# --------------------------------------------------- wrap-time output probes
+class _Mean(nn.Module):
+  """Averages over the batch: one output row for any number of input rows."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3)(x).mean(0, keepdims=True)
+
+
+class _NnxMean(nnx.Module):
+
+  def __init__(self, rngs):
+    self.l = nnx.Linear(5, 3, rngs=rngs)
+
+  def __call__(self, x):
+    return self.l(x).sum(0, keepdims=True)
+
+
+def _batch_mismatched_boxes():
+  """One wrapper per adapter around a model returning [1, c] for [b, 5]."""
+  w = np.ones((5, 3), np.float32)
+  m = _Mean()
+  v = m.init(jax.random.key(0), jnp.ones((1, 5)))
+  return {
+      'from_jax': lambda: bb.from_jax(lambda x: (x @ w)[:1], input_shape=(5,)),
+      'from_jax_params': lambda: bb.from_jax(
+          lambda p, x: (x @ p).sum(0, keepdims=True), input_shape=(5,),
+          params=jnp.asarray(w)),
+      'as_blackbox': lambda: bb.as_blackbox(lambda x: (x @ w)[:1],
+                                            input_shape=(5,)),
+      'from_linen': lambda: bb.from_linen(m, v, input_shape=(5,)),
+      'from_nnx': lambda: bb.from_nnx(_NnxMean(nnx.Rngs(0)), input_shape=(5,)),
+      'from_numpy': lambda: bb.from_numpy(lambda a: (a @ w)[:1],
+                                          input_shape=(5,), output_shape=3),
+  }
+
+
+@pytest.mark.parametrize('adapter', sorted(_batch_mismatched_boxes()))
+def test_adapters_reject_output_batch_unlike_input(adapter):
+  arg = {'as_blackbox': 'model', 'from_linen': 'module',
+         'from_nnx': 'model'}.get(adapter, 'fn')
+  with pytest.raises(ValueError) as e:
+    _batch_mismatched_boxes()[adapter]()
+  msg = str(e.value)
+  assert msg.startswith(f'{arg} must map [batch, *input_shape] -> '
+                        '[batch, num_outputs]')
+  assert 'probe batch of shape (2, 5)' in msg
+  assert 'returned shape (1, 3), expected (2, num_outputs)' in msg
+
+
+def test_adapters_reject_transposed_and_1d_outputs():
+  # [c, batch] with c == 2 looks right on a 2-row probe; the second probe
+  # (3 rows) catches it, for JAX and numpy models alike.
+  with pytest.raises(ValueError, match=r'returned shape \(2, 3\).*batch-first'):
+    bb.from_jax(lambda x: jnp.stack([x[:, 0], -x[:, 0]]), input_shape=(5,))
+  with pytest.raises(ValueError, match=r'returned shape \(2, 3\).*batch-first'):
+    bb.from_numpy(lambda a: np.stack([a[:, 0], -a[:, 0]]), input_shape=(5,),
+                  output_shape=(2,))
+  # One value per example must be [batch, 1].
+  with pytest.raises(ValueError, match=r'returned shape \(2,\).*y\[:, None\]'):
+    bb.from_jax(lambda x: x.sum(-1), input_shape=(5,), output='regression')
+  with pytest.raises(ValueError, match='predict_proba'):
+    bb.from_numpy(lambda a: (a[:, 0] > 0).astype(int), input_shape=(5,),
+                  output_shape=(2,))
+  with pytest.raises(ValueError, match='one array .* got a tuple'):
+    bb.from_jax(lambda x: (x, x), input_shape=(5,))
+  # Well-formed binary and regression boxes still wrap.
+  assert bb.from_jax(lambda x: x[:, :2], input_shape=(5,)).num_outputs == 2
+  assert bb.from_jax(lambda x: x[:, :1], input_shape=(5,),
+                     output='regression').num_outputs == 1
+
+
+def test_wrap_time_probe_is_abstract_and_keeps_jit_vmap_grad():
+  calls = []
+
+  def f(x):
+    jax.debug.callback(lambda: calls.append(1))
+    return x[:, :2] * 2.0
+
+  box = bb.from_jax(f, input_shape=(5,))
+  assert calls == []  # eval_shape traces, it never runs the model
+  x = _x()
+  np.testing.assert_allclose(jax.jit(lambda b, x: b(x))(box, x), 2 * x[:, :2])
+  np.testing.assert_allclose(jax.vmap(lambda r: box(r[None])[0])(x),
+                             2 * x[:, :2])
+  g = jax.grad(lambda x: box.scores(x, 1).sum())(x)
+  np.testing.assert_allclose(g, np.eye(5)[1][None].repeat(6, 0) * 2.0)
+
+
+def test_wrong_input_shape_names_input_shape():
+  w = jnp.ones((5, 3))
+  with pytest.raises(ValueError) as e:
+    bb.from_jax(lambda x: x @ w, input_shape=(4,))
+  msg = str(e.value)
+  assert msg.startswith('input_shape=(4,) does not fit fn')
+  assert 'probe batch of shape (2, 4) (float32)' in msg
+  assert 'TypeError: dot_general requires contracting dimensions' in msg
+  assert isinstance(e.value.__cause__, TypeError)
+  m = _Net()
+  v = m.init(jax.random.key(0), jnp.ones((1, 5)))
+  with pytest.raises(ValueError, match=r'input_shape=\(28, 28\) does not fit '
+                     r'module.*\(2, 28, 28\)'):
+    bb.from_linen(m, v, input_shape=(28, 28))
+  with pytest.raises(ValueError, match=r'input_shape=\(4,\) does not fit '
+                     r'model.*\(2, 4\)'):
+    bb.from_nnx(_NnxNet(nnx.Rngs(0)), input_shape=(4,))
+  with pytest.raises(ValueError, match=r'input_shape=\(4,\) does not fit fn.*'
+                     r'ValueError: matmul'):
+    bb.from_numpy(lambda a: a @ np.ones((5, 2)), input_shape=(4,),
+                  output_shape=2)
+
+
+def test_non_jax_callable_points_to_from_numpy():
+  with pytest.raises(ValueError, match='fn is not traceable by JAX.*from_numpy'):
+    bb.from_jax(lambda x: np.asarray(x)[:, :2], input_shape=(5,))
+
+
+def test_from_numpy_wrong_output_shape_names_it_at_wrap_time():
+  calls = []
+
+  def f(a):
+    calls.append(a.shape)
+    return a[:, :2]
+
+  with pytest.raises(ValueError) as e:
+    bb.from_numpy(f, input_shape=(5,), output_shape=(3,))
+  assert str(e.value).startswith('output_shape=(3,) does not match fn: on a '
+                                 'probe batch of shape (2, 5) it returned '
+                                 'shape (2, 2), i.e. output_shape=(2,)')
+  assert calls == [(2, 5)]  # one tiny probe call
+  # The right declaration wraps and gives the model's outputs under jit.
+  calls.clear()
+  box = bb.from_numpy(f, input_shape=(5,), output_shape=(2,), output='logits')
+  assert calls == [(2, 5), (3, 5)]  # num_outputs == 2: a second probe
+  x = np.asarray(_x())
+  np.testing.assert_allclose(jax.jit(box)(x), x[:, :2])
+
+
+def test_scores_rejects_out_of_range_and_negative_targets():
+  calls = []
+  w = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+
+  def f(a):
+    calls.append(a.shape)
+    return a @ w
+
+  box = bb.from_numpy(f, input_shape=(5,), output_shape=(3,), output='logits',
+                      name='lin')
+  x = np.asarray(_x())
+  calls.clear()
+  for bad in (3, -1, np.array([0, 1, 2, 3, 0, 1]), np.array([0] * 5 + [-2])):
+    with pytest.raises(ValueError, match=r"target must be in \[0, 3\) for "
+                       r"black box 'lin'"):
+      box.scores(x, bad)
+  assert calls == []  # checked before the model runs
+  np.testing.assert_allclose(box.scores(x, 2), (x @ w)[:, 2], rtol=1e-5)
+  # Traced targets are not checked (values unknown), valid ones still work.
+  t = jnp.array([0, 1, 2, 0, 1, 2])
+  np.testing.assert_allclose(jax.jit(box.scores)(x, t),
+                             (x @ w)[np.arange(6), t], rtol=1e-5)
+
+
+def test_resolve_target_range_check_is_optional():
+  out = jnp.zeros((4, 3))
+  # The three-argument form is unchanged (no range check).
+  np.testing.assert_array_equal(bb.resolve_target(out, -1, 4), [-1] * 4)
+  np.testing.assert_array_equal(bb.resolve_target(out, 2, 4, 3), [2] * 4)
+  np.testing.assert_array_equal(bb.resolve_target(out, None, 4, 3), [0] * 4)
+  with pytest.raises(ValueError, match=r'target must be in \[0, 3\) for m'):
+    bb.resolve_target(out, jnp.array([0, 1, 2, 3]), 4, num_outputs=3,
+                      model='m')
+  with pytest.raises(ValueError, match=r'got values in \[-1, -1\]'):
+    bb.resolve_target(None, -1, 4, num_outputs=3)
+
+
+class _TrainModeNet(nnx.Module):
+
+  def __init__(self, rngs):
+    self.l1 = nnx.Linear(5, 7, rngs=rngs)
+    self.bn = nnx.BatchNorm(7, rngs=rngs)
+    self.drop = nnx.Dropout(0.5, rngs=rngs)
+    self.l2 = nnx.Linear(7, 3, rngs=rngs)
+
+  def __call__(self, x):
+    return self.l2(self.drop(nnx.relu(self.bn(self.l1(x)))))
+
+
+def _nnx_snapshot(model):
+  def host(a):
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      a = jax.random.key_data(a)
+    return np.array(a)
+  return [host(a) for a in jax.tree.leaves(nnx.state(model))]
+
+
+def test_from_nnx_train_mode_model_is_not_mutated_and_saliency_works():
+  from xai_jax import attribution  # pylint: disable=g-import-not-at-top
+  model = _TrainModeNet(nnx.Rngs(0))  # nnx modules start in train mode
+  before = _nnx_snapshot(model)
+  box = bb.from_nnx(model, input_shape=(5,))
+  x = _x(8)
+  y1, y2 = box(x), jax.jit(lambda b, x: b(x))(box, x)
+  np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)  # no dropout
+  s = attribution.saliency(box, x)
+  assert s.shape == x.shape and np.all(np.isfinite(s)) and s.sum() > 0
+  box.scores(x, 0)
+  after = _nnx_snapshot(model)
+  assert len(before) == len(after)
+  for a, b in zip(before, after):  # batch stats, params, RNG counts
+    np.testing.assert_array_equal(a, b)
+  assert not model.drop.deterministic and not model.bn.use_running_average
+  # The box is the model in eval mode (running averages, no dropout).
+  ref = nnx.clone(model)
+  ref.eval()
+  np.testing.assert_allclose(y1, ref(x), rtol=1e-5, atol=1e-6)
