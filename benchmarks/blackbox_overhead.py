@@ -7,6 +7,11 @@ r"""Black-box adapter overhead.
 2. `from_numpy` box (a numpy MLP through one `jax.pure_callback` per batch) vs
    calling the numpy function directly: rows/s of both, and under `jax.vmap`
    of a per-row function (still one callback per batch).
+3. The cost of wrapping (`--wrap-only` runs just this part): each adapter's
+   wall time to build a box, which includes the wrap-time output probe
+   (`jax.eval_shape`, a trace without computation; one tiny numpy call for
+   `from_numpy`), beside the first jitted call of the box on 2 rows (trace
+   and compile, which every use pays anyway).
 """
 
 from __future__ import annotations
@@ -78,12 +83,68 @@ def numpy_overhead(rows, repeats):
           rows / vmapped, 'box_over_numpy': direct / boxed}
 
 
+def _timed(fn):
+  t = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - t
+
+
+def wrap_cost():
+  """Seconds to wrap each adapter (cold: first wrap of that model) and to
+  run the box's first jitted call on 2 rows."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  rows = []
+  for name, kw, shape in [('mlp', dict(num_classes=2, hidden=(200, 200)), (10,)),
+                          ('cnn', dict(num_classes=10), (28, 28, 1)),
+                          ('vit', dict(num_classes=10), (28, 28, 1))]:
+    m = models.make_model(name, **kw)
+    x = jnp.zeros((2, *shape))
+    v = m.init(jax.random.key(0), x)
+    box, t_wrap = _timed(lambda: bb.from_linen(m, v, input_shape=shape))
+    _, t_call = _timed(lambda: jax.block_until_ready(
+        jax.jit(lambda b, x: b(x))(box, x)))
+    rows.append((f'from_linen {name}', t_wrap, t_call))
+
+  class Mlp(nnx.Module):
+
+    def __init__(self, rngs):
+      self.l1 = nnx.Linear(10, 200, rngs=rngs)
+      self.bn = nnx.BatchNorm(200, rngs=rngs)
+      self.drop = nnx.Dropout(0.1, rngs=rngs)
+      self.l2 = nnx.Linear(200, 2, rngs=rngs)
+
+    def __call__(self, x):
+      return self.l2(self.drop(nnx.relu(self.bn(self.l1(x)))))
+
+  net = Mlp(nnx.Rngs(0))
+  x = jnp.zeros((2, 10))
+  box, t_wrap = _timed(lambda: bb.from_nnx(net, input_shape=(10,)))
+  _, t_call = _timed(lambda: jax.block_until_ready(
+      jax.jit(lambda b, x: b(x))(box, x)))
+  rows.append(('from_nnx mlp+bn+dropout', t_wrap, t_call))
+  w = np.ones((10, 2), np.float32)
+  box, t_wrap = _timed(lambda: bb.from_numpy(lambda a: a @ w,
+                                             input_shape=(10,),
+                                             output_shape=(2,)))
+  _, t_call = _timed(lambda: jax.block_until_ready(
+      jax.jit(lambda b, x: b(x))(box, x)))
+  rows.append(('from_numpy linear', t_wrap, t_call))
+  return rows
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--rows', type=int, default=100_000)
   p.add_argument('--repeats', type=int, default=20)
+  p.add_argument('--wrap-only', action='store_true',
+                 help='only measure the cost of wrapping (part 3)')
   a = p.parse_args()
   print(f'devices: {jax.devices()}  load average: {os.getloadavg()}')
+  for label, t_wrap, t_call in wrap_cost():
+    print(f'{label:>24}: wrap {t_wrap * 1e3:7.1f} ms (with the output probe), '
+          f'first jitted call on 2 rows {t_call * 1e3:7.1f} ms')
+  if a.wrap_only:
+    return
   key = jax.random.key(0)
   x = jax.random.normal(key, (a.rows, 10))
   r1 = linen_overhead('mlp', dict(num_classes=2, hidden=(200, 200)), x,
