@@ -13,6 +13,9 @@ Adapters:
   * `from_jax`    any JAX callable (Haiku `transform`, Equinox, plain functions),
   * `from_numpy`  non-JAX models (numpy, scikit-learn, PyTorch) through one
                   batched `jax.pure_callback` per batch.
+Each adapter checks the output shape once at wrap time on a probe batch of
+zeros `[2, *input_shape]` (`jax.eval_shape` for JAX models, one tiny call for
+`from_numpy`) and raises a ValueError naming the faulty argument.
 """
 
 from __future__ import annotations
