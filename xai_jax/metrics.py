@@ -502,8 +502,10 @@ def tpr_fdr_at_k(scores: Array | None, ground_truth: Array,
   gt = _check_ground_truth('ground_truth', ground_truth, sel.shape)
   _warn_empty_ground_truth('tpr_fdr_at_k', gt, (1,))
   tpr, fdr = _tpr_fdr_core(sel, gt)
+  # (jnp.mean when no row is NaN: the same float sum as for any selection.)
+  fdr_nan = _checks.is_tracer(fdr) or bool(np.isnan(np.asarray(fdr)).any())
   return {'tpr': tpr, 'fdr': fdr, 'tpr_mean': _nanmean(tpr),
-          'fdr_mean': _nanmean(fdr)}
+          'fdr_mean': _nanmean(fdr) if fdr_nan else jnp.mean(fdr)}
 
 
 @jax.jit
