@@ -24,6 +24,7 @@ Sweep mode (data sets x seeds x L2X settings -> markdown tables, see
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Mapping
@@ -87,6 +88,42 @@ def make_approximator(setup: selection.Setup,
       vocab_size=config.vocab_size, **kw)
 
 
+# Config fields that do not change what L2X trains (scoring, logging,
+# checkpoint cadence): a rerun may change them and still resume.
+RESUME_IGNORES = ('baselines', 'baseline_num_explain', 'baseline_kwargs',
+                  'evalx', 'num_figure_rows', 'num_test', 'log_every',
+                  'checkpoint', 'checkpoint_every', 'chunk_size',
+                  'rank_signed')
+
+
+def check_resume(config: ml_collections.ConfigDict, l2x_dir: str) -> None:
+  """Guards a resume: `l2x_dir` may only hold checkpoints of this config.
+
+  The first run writes the config (less `RESUME_IGNORES`) to
+  `<l2x_dir>/l2x_config.json`; a rerun whose config differs in any other
+  field would resume another run's training, so it raises instead.
+
+  Raises:
+    ValueError: naming the fields that differ.
+  """
+  fields = json.loads(config.to_json_best_effort(sort_keys=True))
+  mine = {k: v for k, v in fields.items() if k not in RESUME_IGNORES}
+  path = os.path.join(l2x_dir, 'l2x_config.json')
+  if os.path.exists(path):
+    saved = common.read_json(path)
+    diff = sorted(k for k in set(saved) | set(mine)
+                  if saved.get(k) != mine.get(k))
+    if diff:
+      raise ValueError(
+          f'{l2x_dir} holds L2X checkpoints of another config (fields '
+          f'{diff} differ), which a rerun would resume; use another '
+          f'--workdir, delete {l2x_dir}, or pass --config.checkpoint=False.')
+    return
+  os.makedirs(l2x_dir, exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(mine, f, indent=2, sort_keys=True)
+
+
 def fit_l2x(setup: selection.Setup,
             config: ml_collections.ConfigDict | None = None,
             workdir: str | None = None
@@ -101,6 +138,8 @@ def fit_l2x(setup: selection.Setup,
         vocab_size=config.vocab_size, **config.selector_kwargs.to_dict())
   approximator = make_approximator(setup, config)
   wd = os.path.join(workdir, 'l2x') if workdir and config.checkpoint else None
+  if wd is not None:
+    check_resume(config, wd)
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
   load0 = timing.load_average()
   with timing.timed() as t:

@@ -138,6 +138,13 @@ def test_tabular_fit_checkpoints_into_the_workdir_and_resumes(tmp_path):
                   jax.tree.leaves(again.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert np.isnan(info2['train_steps'])
+  # Another L2X setting in the same workdir would resume this run: refused.
+  c.tau = 0.5
+  with pytest.raises(ValueError, match=r"holds L2X checkpoints of another "
+                     r"config \(fields \['tau'\] differ\)"):
+    l2x_exp.fit_l2x(setup, c, str(tmp_path))
+  c.tau, c.log_every = 0.1, 4        # scoring/logging fields may change
+  l2x_exp.fit_l2x(setup, c, str(tmp_path))
 
 
 def test_patch_that_does_not_divide_the_image_is_a_clear_error():

@@ -165,7 +165,8 @@ def get_config(arg: str = 'switch') -> ml_collections.ConfigDict:
   c.approximator_kwargs = ml_collections.ConfigDict()  # nets.make_approximator
   # L2X checkpoints in workdir/l2x every `checkpoint_every` steps (None:
   # l2x.default_checkpoint_every, ~4 per run): a rerun resumes and ends
-  # with the same model. False: no checkpoints (not resumable).
+  # with the same model (a rerun with other L2X fields is refused:
+  # experiments.l2x.check_resume). False: no checkpoints (not resumable).
   c.checkpoint = True
   # ------------------------------------------------------------- baselines
   # Top-k of their attributions at the same k. Rows explained per baseline
