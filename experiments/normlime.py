@@ -108,7 +108,7 @@ def _recall(maps_by_group: np.ndarray, truth: np.ndarray, k: int) -> float:
   """Mean over groups of the top-k recall (TPR at k) of each group's map."""
   maps_by_group = np.nan_to_num(np.asarray(maps_by_group, np.float32))
   return float(metrics.tpr_fdr_at_k(jnp.asarray(maps_by_group),
-                                    truth, k, absolute=False)['tpr_mean'])
+                                    truth, k, rank_by='signed')['tpr_mean'])
 
 
 def _recalls(config, ds, local, ks_local, maps, globals_) -> dict[str, float]:

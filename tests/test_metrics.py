@@ -779,3 +779,24 @@ def test_empty_ground_truth_is_nan_for_every_metric_left_out_with_a_warning():
     warnings.simplefilter('error')
     M.effective_heat_ratio(sal[[0, 2]], mask[[0, 2]])
 
+
+
+def test_mean_baseline_comes_from_data_in_the_removal_metrics():
+  d = 6
+  w = jnp.arange(1.0, d + 1.0)
+  box = bb.from_jax(lambda z: jnp.stack([z @ w, -(z @ w)], -1),
+                    input_shape=(d,))
+  x = jax.random.normal(jax.random.key(0), (4, d))
+  data = jax.random.normal(jax.random.key(1), (30, d)) + 2.0
+  attr = jnp.broadcast_to(w, x.shape)
+  with pytest.raises(ValueError, match='data is needed'):
+    M.deletion_insertion(box, x, attr, baseline='mean', target=0)
+  whole = M.deletion_insertion(box, x, attr, baseline='mean', data=data,
+                                     target=0, space='raw')
+  alone = M.deletion_insertion(box, x[:1], attr[:1], baseline='mean',
+                                     data=data, target=0, space='raw')
+  np.testing.assert_allclose(alone['deletion_curve'][0],
+                             whole['deletion_curve'][0], atol=1e-5)
+  # every feature removed: the model at the data mean
+  np.testing.assert_allclose(whole['deletion_curve'][:, -1],
+                             float(data.mean(0) @ w), rtol=1e-5)

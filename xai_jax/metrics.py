@@ -144,9 +144,10 @@ def _check_classifier(box: bb.BlackBox, what: str) -> None:
 
 
 def _baseline_array(name: str, baseline: Baseline, x: Array,
-                    box: bb.BlackBox) -> Array:
+                    box: bb.BlackBox, data: Any = None) -> Array:
   """Any accepted baseline -> `[batch, *input_shape]` of x's dtype, built by
-  `masking.make_baseline` (a name, or an array as its 'reference')."""
+  `masking.make_baseline` (a name, or an array as its 'reference'; 'mean'
+  is the mean of `data`, never of the batch)."""
   kind, reference = baseline, None
   if isinstance(baseline, str):
     if box.input_dtype == 'int':
@@ -166,7 +167,7 @@ def _baseline_array(name: str, baseline: Baseline, x: Array,
         raise ValueError(f'{name} must be an integer pad id for token inputs, '
                          f'got {baseline!r}.')
   try:
-    return masking.make_baseline(kind, x, reference=reference)
+    return masking.make_baseline(kind, x, reference=reference, data=data)
   except ValueError as e:
     raise ValueError(f'{name}: {e}') from None
 
@@ -766,6 +767,7 @@ def _posthoc_core(box, x, keep, baseline, chunk):
 def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
                      groups: masking.FeatureGroups | None = None,
                      baseline: float | int | Array = 0.0,
+                     data: Array | None = None,
                      batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
   """L2X post-hoc accuracy (Chen et al. 2018, §4.2-4.3): the original black
   box's agreement with itself on the selected features only.
@@ -784,6 +786,7 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
     groups: the feature groups a group-level selection refers to.
     baseline: scalar, `[*input_shape]` or `[batch, *input_shape]` (pad id for
       tokens).
+    data: `[m, *input_shape]` data set whose mean is `baseline='mean'`.
     batch_size: rows per model call.
 
   Returns:
@@ -799,7 +802,7 @@ def posthoc_accuracy(model: Model, x: Array, selection: Array, *,
   masking.check_groups(groups, box.input_shape)
   masking.require_shared_groups(groups, 'this metric')
   keep = masking.selection_mask(selection, x, groups)
-  base = _baseline_array('baseline', baseline, x, box)
+  base = _baseline_array('baseline', baseline, x, box, data)
   chunk = _checks.check_int('batch_size', batch_size)
   agree, pred, pred_s, out, out_s = _posthoc_core(box, x, keep, base, chunk)
   _checks.check_finite_outputs(out, method='posthoc_accuracy', where='x')
@@ -956,6 +959,7 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
                        target: Array | int | None = None,
                        groups: masking.FeatureGroups | None = None,
                        baseline: Baseline = 0.0,
+                       data: Array | None = None,
                        insertion_baseline: Baseline | None = None,
                        num_steps: int | None = None, mode: str = 'both',
                        space: str = 'probs', rank_by: str = 'signed',
@@ -986,6 +990,7 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
     baseline: the deletion fill: scalar, `[*input_shape]`, `[batch,
       *input_shape]`, or 'zero' / 'mean' / 'blur' (`masking.make_baseline`).
       For token inputs the pad id.
+    data: `[m, *input_shape]` data set whose mean is `baseline='mean'`.
     insertion_baseline: the insertion canvas (default: `baseline`).
     num_steps: number of steps T (default min(d, 100)), 1 <= T <= d.
     mode: 'both', 'deletion' or 'insertion'.
@@ -1015,10 +1020,10 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
     raise ValueError(f'num_steps={num_steps} is larger than the number of '
                      f'units d={d}.')
   tgt = _check_target(target, box, x.shape[0])
-  del_base = _baseline_array('baseline', baseline, x, box)
+  del_base = _baseline_array('baseline', baseline, x, box, data)
   ins_base = (del_base if insertion_baseline is None else
               _baseline_array('insertion_baseline', insertion_baseline, x,
-                              box))
+                              box, data))
   counts = jnp.asarray(np.round(np.linspace(0, d, num_steps + 1)), jnp.int32)
   modes = ('deletion', 'insertion') if mode == 'both' else (mode,)
   res, frac, tgt = _del_ins_core(
@@ -1077,6 +1082,7 @@ def _sens_n_core(box, x, units, key, target, groups, base, n, num_subsets,
 def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
                   key: Array, num_subsets: int = 100,
                   baseline: Baseline = 0.0,
+                  data: Array | None = None,
                   target: Array | int | None = None,
                   groups: masking.FeatureGroups | None = None,
                   space: str = 'raw', batch_size: int = _DEFAULT_BATCH
@@ -1099,6 +1105,7 @@ def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
     key: PRNG key of the subsets.
     num_subsets: subsets per example (100 in Ancona et al. and InputIBA).
     baseline: the value of removed features (see `deletion_insertion`).
+    data: `[m, *input_shape]` data set whose mean is `baseline='mean'`.
     target: class per example, one int, or None (predicted class); indices
       in `[0, num_outputs)`.
     groups: optional feature groups (units of removal).
@@ -1121,7 +1128,7 @@ def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
   num_subsets = _checks.check_int('num_subsets', num_subsets, minimum=2)
   key = _checks.as_key('key', key, method='sensitivity_n')
   tgt = _check_target(target, box, x.shape[0])
-  base = _baseline_array('baseline', baseline, x, box)
+  base = _baseline_array('baseline', baseline, x, box, data)
   corr, sums, drops, f0 = _sens_n_core(
       box, x, units, key, tgt, groups, base, jnp.int32(n), num_subsets, space,
       _checks.check_int('batch_size', batch_size))
@@ -1170,6 +1177,7 @@ def _infidelity_core(box, x, attr, key, target, base, use_base, noise_std,
 def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
                num_samples: int = 100, noise_std: float = 0.1,
                baseline: float | Array | None = None,
+               data: Array | None = None,
                target: Array | int | None = None, space: str = 'raw',
                batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
   """Explanation infidelity (Yeh et al., "On the (in)fidelity and sensitivity
@@ -1193,6 +1201,7 @@ def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
     noise_std: sigma of the Gaussian perturbation.
     baseline: None (pure Gaussian perturbations) or x0 (scalar,
       `[*input_shape]` or `[batch, *input_shape]`).
+    data: `[m, *input_shape]` data set whose mean is `baseline='mean'`.
     target: class per example, one int, or None (predicted class); indices
       in `[0, num_outputs)`.
     space: the explained output: 'raw' (default), 'probs' or 'log_probs'.
@@ -1226,7 +1235,7 @@ def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
   if baseline is None:
     base, use_base = jnp.zeros_like(x), 0.0
   else:
-    base, use_base = _baseline_array('baseline', baseline, x, box), 1.0
+    base, use_base = _baseline_array('baseline', baseline, x, box, data), 1.0
   infid, infid_n, beta, f0, diff = _infidelity_core(
       box, x, attr, key, tgt, base, jnp.asarray(use_base, x.dtype),
       jnp.asarray(noise_std, x.dtype),
