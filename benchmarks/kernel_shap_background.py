@@ -21,8 +21,9 @@ Per seed (new weights, rows, background and keys for each):
   * peak RSS of a fresh JAX process running the headline setting.
 
 The headline compares shap at nsamples=2,248 (shap's 'auto' for d = 100)
-with the setting `HEADLINE` (fixed in advance, not chosen per seed): the
-target is >= 5x shap's explanations/s at equal or lower error.
+with the setting `HEADLINE` (fixed in advance, not chosen per seed: 40% of
+shap's model rows, chosen on seeds 0-2, reported on seeds 3-5): the target
+is >= 5x shap's explanations/s at equal or lower error.
 
 Run:  python benchmarks/kernel_shap_background.py [--quick] [--out r.json]
 """
@@ -57,9 +58,9 @@ D = 100
 BACKGROUND = 100
 TARGET = avp.TARGET
 #: (num_samples, background_samples) of the headline row; None = every row.
-HEADLINE = (33720, 2)
-SETTINGS = ((2248, None), (22480, 1), (11240, 2), (5620, 4), (33720, 2),
-            (16860, 4), (67440, 1))
+HEADLINE = (44960, 2)
+SETTINGS = ((2248, None), (22480, 1), (11240, 2), (33720, 2), (16860, 4),
+            HEADLINE, (22480, 4))
 
 
 def hwm_mib() -> float:

@@ -233,6 +233,25 @@ def resolve_target(outputs: Array | None, target: Array | int | None,
   return t.astype(jnp.int32)
 
 
+def check_target(box: 'BlackBox', target: Array | int | None, batch: int
+                 ) -> Array | None:
+  """A user's `target` checked before tracing: None, or int32 `[batch]`.
+
+  The one target check of the explainers and metrics: None stays None (the
+  predicted class, resolved inside a jitted core); an int or ints `[batch]`
+  must be class indices in `[0, box.num_outputs)` (negative indices
+  rejected; skipped for tracers).
+
+  Raises:
+    ValueError: naming `target` for a non-integer dtype, a wrong shape or an
+      index outside `[0, num_outputs)`.
+  """
+  if target is None:
+    return None
+  return resolve_target(None, target, batch, box.num_outputs,
+                        model=f'black box {box.name!r}')
+
+
 def select_target(outputs: Array, target: Array) -> Array:
   """`outputs[i, target[i]]` for each row: `[batch, c], [batch] -> [batch]`."""
   return jnp.take_along_axis(outputs, target[:, None], axis=-1)[:, 0]
@@ -890,8 +909,9 @@ def forward_in_chunks(box: BlackBox, x: Array, chunk_size: int) -> Array:
 
 __all__ = [
     'BlackBox', 'NotDifferentiableError', 'OUTPUT_KINDS', 'as_blackbox',
-    'even_chunks', 'forward_in_chunks', 'map_batches', 'map_in_chunks',
-    'num_rows', 'pad_rows', 'sum_in_chunks', 'from_jax', 'from_linen', 'from_nnx', 'from_numpy',
+    'check_target', 'even_chunks', 'forward_in_chunks', 'map_batches',
+    'map_in_chunks', 'num_rows', 'pad_rows', 'sum_in_chunks', 'from_jax',
+    'from_linen', 'from_nnx', 'from_numpy',
     'require_differentiable', 'resolve_target', 'select_target',
     'to_log_probs',
 ]

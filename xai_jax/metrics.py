@@ -172,17 +172,6 @@ def _baseline_array(name: str, baseline: Baseline, x: Array,
     raise ValueError(f'{name}: {e}') from None
 
 
-def _check_target(target: Any, box: bb.BlackBox, b: int) -> Array | None:
-  """None, or int32 `[b]` class indices in `[0, box.num_outputs)` (negative
-  indices rejected), checked before tracing."""
-  if target is None:
-    return None
-  t = bb.resolve_target(None, target, b)
-  _checks.check_target_range('target', t, box.num_outputs,
-                             model=f'black box {box.name!r}')
-  return t
-
-
 def _rank_abs(rank_by: str) -> bool:
   """Checks `rank_by` ('signed' | 'abs'); True when ranking by |score|."""
   return _checks.check_choice('rank_by', rank_by, RANK_BY) == 'abs'
@@ -1019,7 +1008,7 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
   if num_steps > d:
     raise ValueError(f'num_steps={num_steps} is larger than the number of '
                      f'units d={d}.')
-  tgt = _check_target(target, box, x.shape[0])
+  tgt = bb.check_target(box, target, x.shape[0])
   del_base = _baseline_array('baseline', baseline, x, box, data)
   ins_base = (del_base if insertion_baseline is None else
               _baseline_array('insertion_baseline', insertion_baseline, x,
@@ -1127,7 +1116,7 @@ def sensitivity_n(model: Model, x: Array, attributions: Array, *, n: int,
   n = _checks.check_k('n', n, units.shape[1])
   num_subsets = _checks.check_int('num_subsets', num_subsets, minimum=2)
   key = _checks.as_key('key', key, method='sensitivity_n')
-  tgt = _check_target(target, box, x.shape[0])
+  tgt = bb.check_target(box, target, x.shape[0])
   base = _baseline_array('baseline', baseline, x, box, data)
   corr, sums, drops, f0 = _sens_n_core(
       box, x, units, key, tgt, groups, base, jnp.int32(n), num_subsets, space,
@@ -1231,7 +1220,7 @@ def infidelity(model: Model, x: Array, attributions: Array, *, key: Array,
   num_samples = _checks.check_int('num_samples', num_samples)
   _checks.check_positive('noise_std', noise_std)
   key = _checks.as_key('key', key, method='infidelity')
-  tgt = _check_target(target, box, x.shape[0])
+  tgt = bb.check_target(box, target, x.shape[0])
   if baseline is None:
     base, use_base = jnp.zeros_like(x), 0.0
   else:

@@ -90,12 +90,7 @@ def check_target(box: bb.BlackBox, target: Any, batch: int) -> Array | None:
     ValueError: naming `target` for a non-integer dtype, a wrong shape or an
       index outside `[0, num_outputs)`.
   """
-  if target is None:
-    return None
-  t = bb.resolve_target(None, target, batch)
-  _checks.check_target_range('target', t, box.num_outputs,
-                             model=f'black box {box.name!r}')
-  return t
+  return bb.check_target(box, target, batch)
 
 
 def check_space(box: bb.BlackBox, space: str) -> str:
