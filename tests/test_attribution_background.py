@@ -1,6 +1,7 @@
 """Background data, data statistics, other libraries' argument names and
 non-finite model outputs across the attribution methods."""
 
+import inspect
 import itertools
 import math
 
@@ -176,10 +177,18 @@ def test_background_errors(call, match):
     (attribution.occlusion, 'sliding_window_shapes', "'groups'"),
     (attribution.occlusion, 'blur_sgima', "did you mean 'blur_sigma'"),
     (attribution.rise, 'n_masks', 'pass-through options'),
+    (shap.kernel_shap, 'nsamples', "'num_samples'"),
+    (shap.exact_shapley, 'baselines', "'baseline'"),
+    (shap.permutation_shap, 'feature_mask', "'groups'"),
+    (attribution.lime, 'n_samples', "'num_samples'"),
+    (attribution.smoothgrad, 'stdevs', "'noise_level'"),
+    (attribution.saliency, 'abs', 'help'),
+    (attribution.grad_x_input, 'labels', "'target'"),
 ])
 def test_other_libraries_argument_names_name_ours(fn, name, ours):
+  kw = {'key': 0} if 'key' in inspect.signature(fn).parameters else {}
   with pytest.raises(ValueError, match=f"unknown argument '{name}'.*{ours}"):
-    fn(BOX, X, key=0, **{name: 1})
+    fn(BOX, X, **kw, **{name: 1})
 
 
 def _nan_box(where):

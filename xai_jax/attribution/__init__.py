@@ -27,11 +27,12 @@ The shared calling convention::
   (automatic) by default for lime and the Shapley methods.
 
 Each method takes those of the arguments above that apply to it (saliency,
-grad_x_input and gradcam: `target` and `space`). An unknown keyword is an
-error; `integrated_gradients`, `occlusion` and `rise` pass `**options` on to
-the baseline (`reference`, `blur_sigma`, `noise_std`) and raise a
-`ValueError` naming ours for another library's name (`n_steps` -> `steps`,
-`baselines` -> `baseline`).
+grad_x_input and gradcam: `target` and `space`). An unknown keyword is a
+`ValueError` in every method, naming ours for another library's name
+(`n_steps` -> `steps`, `baselines` -> `baseline`, `nsamples` ->
+`num_samples`, `feature_mask` -> `groups`); `integrated_gradients`,
+`occlusion` and `rise` pass `**options` on to the baseline (`reference`,
+`blur_sigma`, `noise_std`).
 
 Methods (all in `METHODS`; `get_method(name)` looks one up):
 

@@ -145,8 +145,9 @@ def check_options(method: str, options: dict[str, Any],
       close = difflib.get_close_matches(name, list(allowed), n=1)
       if close:
         hint = f' (did you mean {close[0]!r}?)'
-    raise ValueError(f'{method}: unknown argument {name!r}{hint}; the '
-                     f'pass-through options are {sorted(allowed)}.')
+    tail = (f'; the pass-through options are {sorted(allowed)}.' if allowed
+            else f'; see help(xai_jax.attribution.{method}).')
+    raise ValueError(f'{method}: unknown argument {name!r}{hint}{tail}')
   return options
 
 

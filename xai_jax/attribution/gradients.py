@@ -71,7 +71,7 @@ def _saliency_core(box, x, target, absolute, *, space):
 
 def saliency(model: bb.BlackBox | Callable, x: Array, *,
              target: Array | int | None = None, absolute: bool = True,
-             space: str = 'raw') -> Array:
+             space: str = 'raw', **unknown: Any) -> Array:
   """Vanilla gradient saliency (Simonyan, Vedaldi & Zisserman 2014, §3.1).
 
   `M(x) = |w|` with `w = dF_c / dx |_{x}`, the weight of the first-order Taylor
@@ -84,9 +84,12 @@ def saliency(model: bb.BlackBox | Callable, x: Array, *,
     target: None (predicted class), an int, or int `[batch]`.
     absolute: return `|grad|` (the paper's map); False for the signed gradient.
     space: explained output: 'raw', 'probs' or 'log_probs'.
+    **unknown: none; another library's name (nsamples, n_steps,
+      baselines, ...) raises a ValueError naming ours.
   Returns:
     `[batch, *input_shape]`.
   """
+  _common.check_options('saliency', unknown, allowed=())
   box, x = _check_gradient_box(model, x, 'saliency')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
@@ -104,8 +107,8 @@ def _grad_x_input_core(box, x, target, *, space):
 
 
 def grad_x_input(model: bb.BlackBox | Callable, x: Array, *,
-                 target: Array | int | None = None, space: str = 'raw'
-                 ) -> Array:
+                 target: Array | int | None = None, space: str = 'raw',
+                 **unknown: Any) -> Array:
   """Gradient * Input (Shrikumar et al. 2016; Ancona et al. 2018, §2.1).
 
   `R_i(x) = x_i * dF_c(x) / dx_i`. Exact for a linear model without bias
@@ -116,9 +119,12 @@ def grad_x_input(model: bb.BlackBox | Callable, x: Array, *,
     x: `[batch, *input_shape]`.
     target: None (predicted class), an int, or int `[batch]`.
     space: explained output: 'raw', 'probs' or 'log_probs'.
+    **unknown: none; another library's name (nsamples, n_steps,
+      baselines, ...) raises a ValueError naming ours.
   Returns:
     `[batch, *input_shape]`.
   """
+  _common.check_options('grad_x_input', unknown, allowed=())
   box, x = _check_gradient_box(model, x, 'grad_x_input')
   t = _common.check_target(box, target, x.shape[0])
   _common.check_space(box, space)
@@ -322,7 +328,8 @@ def smoothgrad(model: bb.BlackBox | Callable, x: Array, *,
                num_samples: int = 50, noise_level: float = 0.15,
                square: bool = False, absolute: bool = False,
                space: str = 'raw',
-               chunk_size: int = _common.DEFAULT_CHUNK_SIZE) -> Array:
+               chunk_size: int = _common.DEFAULT_CHUNK_SIZE,
+               **unknown: Any) -> Array:
   """SmoothGrad (Smilkov et al. 2017, §3).
 
   `M^_c(x) = 1/n sum_{i=1..n} M_c(x + N(0, sigma^2))` with `M_c` the gradient
@@ -347,9 +354,12 @@ def smoothgrad(model: bb.BlackBox | Callable, x: Array, *,
     absolute: average absolute gradients.
     space: explained output: 'raw', 'probs' or 'log_probs'.
     chunk_size: bound on model rows per call.
+    **unknown: none; another library's name (nsamples, n_steps,
+      baselines, ...) raises a ValueError naming ours.
   Returns:
     `[batch, *input_shape]`.
   """
+  _common.check_options('smoothgrad', unknown, allowed=())
   box, x = _check_gradient_box(model, x, 'smoothgrad')
   key = _checks.as_key('key', key, method='smoothgrad')
   t = _common.check_target(box, target, x.shape[0])
@@ -399,7 +409,7 @@ def _gradcam_core(box, x, target, *, space):
 
 def gradcam(model: bb.BlackBox, x: Array, *,
             target: Array | int | None = None, space: str = 'raw',
-            keep_channels: bool = True) -> Array:
+            keep_channels: bool = True, **unknown: Any) -> Array:
   """Grad-CAM (Selvaraju et al. 2017, Eq. 1-2) at the split layer of a box.
 
   With `A = box.head(x)` the latent `[h, w, K]` at the split layer and
@@ -421,9 +431,12 @@ def gradcam(model: bb.BlackBox, x: Array, *,
       'probs' or 'log_probs'.
     keep_channels: True -> `[batch, *input_shape]` (the map repeated over
       channels, the uniform attribution shape); False -> `[batch, H, W]`.
+    **unknown: none; another library's name (nsamples, n_steps,
+      baselines, ...) raises a ValueError naming ours.
   Returns:
     `[batch, H, W, C]` (or `[batch, H, W]`), non-negative.
   """
+  _common.check_options('gradcam', unknown, allowed=())
   if not isinstance(model, bb.BlackBox) or not model.is_split:
     name = model.name if isinstance(model, bb.BlackBox) else type(model).__name__
     raise ValueError(

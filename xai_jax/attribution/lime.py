@@ -514,8 +514,8 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
          sample_around_instance: bool = False, sampling: str | None = None,
          distance_scale: float | None = None, alpha: float = 1.0,
          num_features: int | None = None, space: str = 'raw',
-         chunk_size: int | None = None, return_info: bool = False
-         ) -> Array | tuple[Array, LimeInfo]:
+         chunk_size: int | None = None, return_info: bool = False,
+         **unknown: Any) -> Array | tuple[Array, LimeInfo]:
   """LIME coefficients (Ribeiro, Singh & Guestrin 2016, Eq. 1) for a batch.
 
       xi(x) = argmin_g L(f, g, pi_x) + Omega(g),
@@ -561,12 +561,15 @@ def lime(model: bb.BlackBox | Callable, x: Array, *,
       'probs' for a logits model to match it).
     chunk_size: model rows per call (memory bound); None = automatic.
     return_info: also return a `LimeInfo` (intercept, local_pred, R^2, f_t(x)).
+    **unknown: none; another library's name (nsamples, n_steps,
+      baselines, ...) raises a ValueError naming ours.
   Returns:
     coefficients `[batch, *input_shape]` (tabular, or groups=None) or
     `[batch, num_groups]` (shared or batched groups); with `return_info`,
     `(coefficients, LimeInfo)`.
     Tabular coefficients are per unit of the *standardised* feature (as lime).
   """
+  _common.check_options('lime', unknown, allowed=())
   _checks.check_choice('mode', mode, MODES)
   box, x = _common.prepare(model, x)
   t = _common.check_target(box, target, x.shape[0])

@@ -150,7 +150,8 @@ def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
                   background: Array | None = None, data: Array | None = None,
                   groups: masking.FeatureGroups | None = None,
                   space: str = 'raw', chunk_size: int | None = None,
-                  max_players: int = EXACT_MAX_PLAYERS) -> Array:
+                  max_players: int = EXACT_MAX_PLAYERS,
+                  **unknown: Any) -> Array:
   """Exact Shapley values by enumerating all `2^d` coalitions.
 
   Shapley (1953):
@@ -178,6 +179,8 @@ def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
     chunk_size: model rows per call (memory bound); None = automatic.
     max_players: refuse `d > max_players` (cost `batch * 2^d` model rows,
       times m with a background).
+    **unknown: none; another library's name (nsamples, n_steps,
+      baselines, ...) raises a ValueError naming ours.
   Returns:
     `[batch, num_groups]` with groups, else `[batch, *input_shape]`.
   Raises:
@@ -185,6 +188,7 @@ def exact_shapley(model: bb.BlackBox | Callable, x: Array, *,
       `permutation_shap`), bad shapes, NaN inputs, bad targets, a model
       returning NaN or inf.
   """
+  _common.check_options('exact_shapley', unknown, allowed=())
   box, x, t, base, bg, groups, d, chunk = _prepare(
       model, x, target, baseline, space, groups, chunk_size, background, data)
   max_players = _checks.check_int('max_players', max_players, 1)
@@ -478,7 +482,8 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
                 num_samples: int | None = None, paired: bool = True,
                 enumerate_sizes: bool = True, stratify: bool = False,
                 groups: masking.FeatureGroups | None = None,
-                space: str = 'raw', chunk_size: int | None = None) -> Array:
+                space: str = 'raw', chunk_size: int | None = None,
+                **unknown: Any) -> Array:
   """KernelSHAP (Lundberg & Lee 2017) with the constrained closed form of
   Covert & Lee (2021).
 
@@ -544,12 +549,15 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
     groups: players = feature groups; else every input element.
     space: 'raw', 'probs' or 'log_probs'.
     chunk_size: model rows per call (memory bound); None = automatic.
+    **unknown: none; another library's name (nsamples, n_steps,
+      baselines, ...) raises a ValueError naming ours.
   Returns:
     `[batch, num_groups]` with groups, else `[batch, *input_shape]`.
   Raises:
     ValueError: `num_samples < d + 1`, missing key, bad shapes/values, a
       model returning NaN or inf.
   """
+  _common.check_options('kernel_shap', unknown, allowed=())
   box, x, t, base, bg, groups, d, chunk = _prepare(
       model, x, target, baseline, space, groups, chunk_size, background, data)
   repeats = _background_samples(background_samples, bg)
@@ -666,8 +674,8 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
                      data: Array | None = None,
                      num_permutations: int = 100, antithetic: bool = True,
                      groups: masking.FeatureGroups | None = None,
-                     space: str = 'raw', chunk_size: int | None = None
-                     ) -> Array:
+                     space: str = 'raw', chunk_size: int | None = None,
+                     **unknown: Any) -> Array:
   """Shapley values by permutation sampling (Strumbelj & Kononenko 2014).
 
       phi_i = E_pi [ v(Pre_i(pi) ∪ {i}) - v(Pre_i(pi)) ]
@@ -703,9 +711,12 @@ def permutation_shap(model: bb.BlackBox | Callable, x: Array, *,
     groups: players = feature groups; else every input element.
     space: 'raw', 'probs' or 'log_probs'.
     chunk_size: model rows per call (memory bound); None = automatic.
+    **unknown: none; another library's name (nsamples, n_steps,
+      baselines, ...) raises a ValueError naming ours.
   Returns:
     `[batch, num_groups]` with groups, else `[batch, *input_shape]`.
   """
+  _common.check_options('permutation_shap', unknown, allowed=())
   box, x, t, base, bg, groups, d, chunk = _prepare(
       model, x, target, baseline, space, groups, chunk_size, background, data)
   repeats = _background_samples(background_samples, bg)
