@@ -184,6 +184,7 @@ def test_background_errors(call, match):
     (attribution.smoothgrad, 'stdevs', "'noise_level'"),
     (attribution.saliency, 'abs', 'help'),
     (attribution.grad_x_input, 'labels', "'target'"),
+    (shap.kernel_shap, 'num_sample', "did you mean 'num_samples'"),
 ])
 def test_other_libraries_argument_names_name_ours(fn, name, ours):
   kw = {'key': 0} if 'key' in inspect.signature(fn).parameters else {}

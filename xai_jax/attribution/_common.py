@@ -121,6 +121,18 @@ ALIASES = {
 }
 
 
+#: The attribution methods' own option names (suggestions for misspellings).
+OPTION_NAMES = (
+    'target', 'key', 'baseline', 'background', 'background_samples', 'data',
+    'groups', 'space', 'chunk_size', 'steps', 'rule', 'num_samples',
+    'noise_level', 'square', 'absolute', 'keep_channels', 'num_masks',
+    'grid', 'p1', 'num_permutations', 'antithetic', 'paired',
+    'enumerate_sizes', 'stratify', 'max_players', 'mode', 'kernel_width',
+    'feature_mean', 'feature_std', 'stats_from_batch',
+    'sample_around_instance', 'sampling', 'distance_scale', 'alpha',
+    'num_features', 'return_info')
+
+
 def check_options(method: str, options: dict[str, Any],
                   allowed: Sequence[str] = BASELINE_OPTIONS) -> dict[str, Any]:
   """Checks the names of a method's pass-through options (`**options`).
@@ -142,7 +154,8 @@ def check_options(method: str, options: dict[str, Any],
     if name in ALIASES:
       hint = f' (xai_jax calls it {ALIASES[name]!r})'
     else:
-      close = difflib.get_close_matches(name, list(allowed), n=1)
+      close = difflib.get_close_matches(
+          name, list(allowed) or list(OPTION_NAMES), n=1)
       if close:
         hint = f' (did you mean {close[0]!r}?)'
     tail = (f'; the pass-through options are {sorted(allowed)}.' if allowed
