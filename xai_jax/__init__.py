@@ -18,12 +18,13 @@ networks), `realx` (REAL-X predictor, EVAL-X evaluator), `attribution`
 (gradients, IG, SmoothGrad, Grad-CAM, occlusion, RISE, LIME, Shapley values;
 `attribution.coalitions`), `metrics` (pure metric functions), `retrain` (keep-
 and-retrain, remove-and-retrain), `viz` (figures), `timing` (block timer),
-`data`, `models`, and the methods (`l2x`, `normlime`).
+`data`, `models`, and the methods (`l2x`, `normlime`, `fastshap`).
 """
 
 from xai_jax import attribution
 from xai_jax import blackbox
 from xai_jax import data
+from xai_jax import fastshap
 from xai_jax import l2x
 from xai_jax import masking
 from xai_jax import metrics
@@ -53,6 +54,7 @@ from xai_jax.relax import subset_topk
 
 # name -> method (a module or a small object with default_config/fit/explain).
 EXPLAINERS = {
+    'fastshap': fastshap,
     'l2x': l2x,
     'normlime': normlime,
     **protocol.ATTRIBUTION_EXPLAINERS,

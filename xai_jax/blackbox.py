@@ -196,6 +196,24 @@ def to_log_probs(outputs: Array, output: str) -> Array:
                    "output='regression', which is not a distribution.")
 
 
+SPACES = ('raw', 'probs', 'log_probs')
+
+
+def to_space(outputs: Array, output: str, space: str = 'raw') -> Array:
+  """A box's outputs `[..., c]` of kind `output` in the explained `space`.
+
+  'raw' returns them unchanged; 'log_probs' / 'probs' convert a classifier's
+  outputs (`to_log_probs`, then `exp`). The one conversion of every
+  explainer that scores model outputs (attribution methods, FastSHAP).
+  Traceable.
+  """
+  _checks.check_choice('space', space, SPACES)
+  if space == 'raw':
+    return outputs
+  lp = to_log_probs(outputs, output)
+  return lp if space == 'log_probs' else jnp.exp(lp)
+
+
 def resolve_target(outputs: Array | None, target: Array | int | None,
                    batch: int, num_outputs: int | None = None, *,
                    model: str = 'the black box') -> Array:
@@ -913,5 +931,5 @@ __all__ = [
     'map_in_chunks', 'num_rows', 'pad_rows', 'sum_in_chunks', 'from_jax',
     'from_linen', 'from_nnx', 'from_numpy',
     'require_differentiable', 'resolve_target', 'select_target',
-    'to_log_probs',
+    'SPACES', 'to_log_probs', 'to_space',
 ]

@@ -140,11 +140,15 @@ class MLPSelector(nn.Module):
     hidden: hidden widths.
     activation: 'relu' (L2X: XOR, orange skin) or 'selu' (additive, switch),
       or another key of `ACTIVATIONS`.
+    num_outputs: 0 (a selector: `[batch, num_groups]`) or c > 0: c values
+      per group, `[batch, num_groups, c]` (an amortized attribution network,
+      e.g. FastSHAP's `phi(x)` for c classes).
   """
 
   num_groups: int
   hidden: Sequence[int] = (100, 100)
   activation: str = 'relu'
+  num_outputs: int = 0
   l2_layers: ClassVar[tuple[str, ...]] = ('hidden0', 'hidden1')
 
   @nn.compact
@@ -154,8 +158,12 @@ class MLPSelector(nn.Module):
     h = x.reshape((x.shape[0], -1)).astype(jnp.float32)
     for i, width in enumerate(self.hidden):
       h = act(nn.Dense(width, kernel_init=_kernel_init, name=f'hidden{i}')(h))
-    return nn.Dense(self.num_groups, kernel_init=_kernel_init,
-                    name='logits')(h)
+    c = max(int(self.num_outputs), 1)
+    out = nn.Dense(self.num_groups * c, kernel_init=_kernel_init,
+                   name='logits')(h)
+    if self.num_outputs:
+      return out.reshape((out.shape[0], self.num_groups, c))
+    return out
 
 
 class MLPApproximator(nn.Module):
@@ -246,6 +254,8 @@ class PatchSelector(nn.Module):
     downsample: pool 2x2 after the first conv when both patch sides are
       even (4x fewer multiply-adds in the second conv, the bulk of the cost
       on CPU; the logits still see every pixel of their patch).
+    num_outputs: 0 (one logit per cell, `[b, gh*gw]`) or c > 0 (c values per
+      cell, `[b, gh*gw, c]`, an amortized attribution network).
   """
 
   patch: tuple[int, int]
@@ -253,6 +263,7 @@ class PatchSelector(nn.Module):
   context: int = 64
   downsample: bool = True
   activation: str = 'relu'
+  num_outputs: int = 0
   l2_layers: ClassVar[tuple[str, ...]] = ()
 
   @nn.compact
@@ -278,7 +289,10 @@ class PatchSelector(nn.Module):
     if self.context:
       h = act(nn.Conv(self.context, (3, 3), kernel_init=_kernel_init,
                       name='context')(h))
-    logits = nn.Conv(1, (1, 1), kernel_init=_kernel_init, name='logits')(h)
+    c = max(int(self.num_outputs), 1)
+    logits = nn.Conv(c, (1, 1), kernel_init=_kernel_init, name='logits')(h)
+    if self.num_outputs:
+      return logits.reshape((logits.shape[0], -1, c))
     return logits.reshape((logits.shape[0], -1))
 
 
@@ -424,6 +438,9 @@ class TextSelector(nn.Module):
     dropout: rate of the dropout after the concat (0.2), active with
       `train=True` (needs `rngs={'dropout': key}`).
     pad_id: the PAD token id.
+    num_outputs: 0 (one logit per token, `[b, L]`) or c > 0 (c values per
+      token, `[b, L, c]`, zero at PAD positions: an amortized attribution
+      network).
   """
 
   vocab_size: int
@@ -433,6 +450,7 @@ class TextSelector(nn.Module):
   kernel: int = 3
   dropout: float = 0.2
   pad_id: int = 0
+  num_outputs: int = 0
   l2_layers: ClassVar[tuple[str, ...]] = ()
 
   @nn.compact
@@ -453,6 +471,8 @@ class TextSelector(nn.Module):
     h = jnp.concatenate([glob, local], axis=-1)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = nn.relu(conv(self.hidden, 1, 'conv_last')(h))
+    if self.num_outputs:  # c values per token; PAD tokens get 0
+      return conv(int(self.num_outputs), 1, 'logits')(h) * valid
     logits = conv(1, 1, 'logits')(h)[..., 0]
     return jnp.where(valid[..., 0] > 0, logits, PAD_LOGIT)
 

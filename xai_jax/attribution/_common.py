@@ -48,7 +48,7 @@ Array = jax.Array
 #: Default bound on the number of model rows evaluated in one call.
 DEFAULT_CHUNK_SIZE = 1024
 
-SPACES = ('raw', 'probs', 'log_probs')
+SPACES = bb.SPACES
 
 
 # -------------------------------------------------------------------- checks
@@ -253,10 +253,7 @@ def to_space(outputs: Array, box: bb.BlackBox, space: str = 'raw') -> Array:
   'raw' returns them unchanged; 'log_probs' / 'probs' convert a classifier's
   outputs (`blackbox.to_log_probs`, then `exp`). Traceable.
   """
-  if space == 'raw':
-    return outputs
-  lp = bb.to_log_probs(outputs, box.output)
-  return lp if space == 'log_probs' else jnp.exp(lp)
+  return bb.to_space(outputs, box.output, space)
 
 
 def score_fn(box: bb.BlackBox, space: str = 'raw'
