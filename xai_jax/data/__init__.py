@@ -25,6 +25,7 @@ from xai_jax.data.fashion_mnist import write_idx
 from xai_jax.data.sklearn_sets import load_breast_cancer
 from xai_jax.data.synthetic import Dataset
 from xai_jax.data.synthetic import decode_tokens
+from xai_jax.data.synthetic import make_dense
 from xai_jax.data.synthetic import make_images
 from xai_jax.data.synthetic import make_patterns
 from xai_jax.data.synthetic import make_tabular
@@ -60,6 +61,7 @@ def _tabular(name: str) -> Callable[..., Dataset]:
 # name -> loader(**kw); plus 'tfds:<name>' for any prepared tfds data set.
 REGISTRY: dict[str, Callable[..., Dataset]] = {
     **{name: _tabular(name) for name in TABULAR},
+    'dense': make_dense,
     'images': make_images,
     'text': make_text,
     'fashion_mnist': load_fashion_mnist,
@@ -72,7 +74,8 @@ def load(name: str, **kw: Any) -> Dataset:
 
   Names: 'xor', 'orange_skin', 'nonlinear_additive', 'switch'
   (`make_tabular(name, n, key_or_seed, ...)`), 'images' (`make_images`),
-  'text' (`make_text`), 'fashion_mnist' (`load_fashion_mnist`),
+  'text' (`make_text`), 'dense' (`make_dense`, every feature matters),
+  'fashion_mnist' (`load_fashion_mnist`),
   'breast_cancer' (`load_breast_cancer`, scikit-learn's bundled copy) and
   'tfds:<tfds name>' (`load_tfds(<tfds name>, ...)`), e.g. 'tfds:mnist'.
 
@@ -93,7 +96,7 @@ __all__ = [
     'Dataset', 'FASHION_MNIST_CLASSES', 'REGISTRY', 'TABULAR',
     'TABULAR_FEATURES', 'TABULAR_K', 'TFDS_PREFIX', 'build_vocab',
     'class_pair', 'decode_tokens', 'encode_texts', 'load',
-    'load_breast_cancer', 'load_fashion_mnist', 'load_tfds', 'make_images', 'make_patterns',
+    'load_breast_cancer', 'load_fashion_mnist', 'load_tfds', 'make_dense', 'make_images', 'make_patterns',
     'make_tabular', 'make_text', 'nonlinear_additive_logit',
     'nonlinear_additive_probs', 'oracle_blackbox', 'orange_skin_logit', 'orange_skin_probs',
     'probs_from_logit', 'read_idx', 'switch_probs', 'text_vocab', 'tokenize',

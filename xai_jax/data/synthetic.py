@@ -435,6 +435,63 @@ def make_tabular(
                  num_classes=2, name=name, meta=meta)
 
 
+def make_dense(
+    n: int,
+    key_or_seed: Any = 0,
+    *,
+    d: int = 100,
+    interaction_scale: float = 1.0,
+    label: str = 'sample',
+) -> Dataset:
+  """Dense tabular data where every feature matters, with interactions.
+
+  For amortized Shapley explainers, whose quality is judged against exact
+  or many-sample Shapley values of every feature (selective explanations):
+  `X ~ N(0, I_d)` and `P(Y=1|X) = sigmoid(f(X))` with
+
+      f(X) = sum_i w_i X_i + interaction_scale * sum_i u_i X_i X_{pi(i)}
+             + 0.5 * sum_i v_i sin(2 X_i),
+
+  `w, u, v` drawn once per seed (`w_i ~ N(0, 4/d) * r_i` with importances
+  `r_i = 1/sqrt(1 + i/4)` decaying with the feature index, `u_i, v_i ~ N(0,
+  1/d)`) and `pi` a random permutation without fixed points, so the
+  features' importances are graded (no ties at zero) and non-additive.
+
+  Args:
+    n: number of rows.
+    key_or_seed: a `jax.random` key or an int seed: it draws the function
+      (w, u, v, pi) and the rows (another seed is another function: split
+      one draw into train/calibration/test).
+    d: number of features (>= 2).
+    interaction_scale: weight of the pairwise terms.
+    label: 'sample' (y ~ Bernoulli(P(Y=1|X))) or 'argmax'.
+  Returns:
+    Dataset with x float32 [n, d], y int32 [n], probs [n, 2],
+    ground_truth None, num_classes 2, meta {'weights': w, 'importance': r}.
+  """
+  n = _checks.check_int('n', n)
+  d = _checks.check_int('d', d, 2)
+  _checks.check_choice('label', label, LABEL_MODES)
+  f_rng, x_rng, label_rng = _rngs(key_or_seed, 3)
+  r = 1.0 / np.sqrt(1.0 + np.arange(d) / 4.0)
+  w = f_rng.normal(0.0, 2.0 / np.sqrt(d), d) * r
+  u = f_rng.normal(0.0, 1.0 / np.sqrt(d), d)
+  v = f_rng.normal(0.0, 1.0 / np.sqrt(d), d)
+  perm = (np.arange(d) + 1 + f_rng.integers(0, d - 1)) % d  # no fixed point
+  x = x_rng.standard_normal((n, d), dtype=np.float32)
+  f = (x @ w + float(interaction_scale) * (x * x[:, perm]) @ u
+       + 0.5 * np.sin(2.0 * x) @ v)
+  p1 = 1.0 / (1.0 + np.exp(-f))
+  probs = np.stack([1.0 - p1, p1], axis=1).astype(np.float32)
+  if label == 'sample':
+    y = (label_rng.random(n) < p1).astype(np.int32)
+  else:
+    y = (p1 > 0.5).astype(np.int32)
+  return Dataset(x=x, y=y, probs=probs, ground_truth=None, num_classes=2,
+                 name=f'dense{d}', meta={'weights': w, 'importance': r,
+                                         'label': label})
+
+
 # ----------------------------------------------------------------------------
 # Synthetic images: a class pattern among scrambled pieces of the others.
 # ----------------------------------------------------------------------------
