@@ -1,0 +1,994 @@
+"""Selective explanations (Monteiro Paes, Wei, Calmon, NeurIPS 2024).
+
+Monteiro Paes, Wei and Calmon, "Selective Explanations", NeurIPS 2024
+(arXiv:2405.19562; method note: `references/selective.md`). An amortized
+explainer Amor (one network inference per input) is cheap but sometimes
+wrong; a Monte Carlo explainer MC (KernelSHAP, LIME, ... with a small budget
+n) is slower but unbiased. The selective explainer keeps Amor where an
+uncertainty score s(x) is low and otherwise "explains with an initial guess",
+mixing Amor and MC with a weight lambda(x):
+
+  SE(x) = Amor(x)                                  if s(x) <= t_alpha  (kept)
+  SE(x) = lam(x) Amor(x) + (1 - lam(x)) MC(x)      otherwise           (routed)
+
+Naming used everywhere in this module:
+
+* `coverage` = alpha = the fraction of inputs that KEEP the amortized
+  explanation (the paper lets the practitioner fix the fraction that gets an
+  explanation with initial guess, i.e. 1 - coverage).
+* "kept" rows have s <= t_alpha; "routed" rows have s > t_alpha (`route`).
+* t_alpha (`calibrate_threshold`) is the alpha-quantile of s on a calibration
+  split D_cal, disjoint from the data that trained the explainers and from
+  the test split.
+
+The pieces, all pure functions of arrays (jnp in, jnp out):
+
+* §3, uncertainty and selection: `deep_uncertainty` (variance across an
+  ensemble of amortized explainers), `ensemble_mean`, the learned
+  uncertainty (`fit_learned_uncertainty`, `predict_uncertainty`: a network
+  that predicts the amortized explainer's error), `calibrate_threshold`,
+  `route`.
+* §4, the combination function: the closed-form least-squares lambda
+  (`lambda_terms`, `fit_lambda`), global or per uncertainty bin
+  (`fit_lambdas`, `lambda_of`), `combine` and `selective_explanations`.
+* §5 and Appendix D, the metrics: `mse_per_input`, `spearman_per_input`,
+  `uncertainty_auroc`, `uncertainty_spearman` and `coverage_curve` (MSE and
+  Spearman to the target explanations as a function of coverage).
+
+Explanations are `[batch, d]` arrays (d features or groups; flatten images'
+patch grids or token positions to d first).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xai_jax import _checks
+from xai_jax import blackbox as bb
+from xai_jax import masking
+from xai_jax import nets
+from xai_jax import train
+
+Array = jax.Array
+PyTree = Any
+
+
+# =============================================================================
+# Argument checks shared by this module.
+# =============================================================================
+
+
+def _float_array(name: str, x: Any, *, ndim: int | None = None,
+                 finite: bool = True) -> Array:
+  """`x` as a floating jnp array of `ndim` dimensions, checked (host values)."""
+  x = _checks.as_array(name, x)
+  _checks.check_array(name, x, ndim=ndim, finite=finite)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    x = x.astype(jnp.float32)
+  return x
+
+
+def _same_shape(name: str, x: Array, ref: Array, what: str) -> None:
+  if tuple(x.shape) != tuple(ref.shape):
+    raise ValueError(f'{name} must have the shape of {what} '
+                     f'{tuple(ref.shape)}, got {tuple(x.shape)}.')
+
+
+def _scalar(name: str, x: Any, *, allow_inf: bool = True) -> Array:
+  """A float scalar (not NaN; +-inf allowed unless `allow_inf` is False)."""
+  x = _checks.as_array(name, x)
+  if x.ndim != 0:
+    raise ValueError(f'{name} must be a scalar, got shape {tuple(x.shape)}.')
+  if not _checks.is_tracer(x):
+    v = float(np.asarray(x))
+    if math.isnan(v) or (not allow_inf and math.isinf(v)):
+      raise ValueError(f'{name} must be a {"" if allow_inf else "finite "}'
+                       f'number, got {v}.')
+  return x.astype(jnp.float32) if not jnp.issubdtype(
+      x.dtype, jnp.floating) else x
+
+
+def _check_coverage(coverage: Any) -> float:
+  """coverage alpha in [0, 1] as a Python float (ValueError names it)."""
+  if isinstance(coverage, (bool, np.bool_)) or _checks.is_tracer(coverage):
+    raise ValueError(f'coverage must be a number in [0, 1] (the fraction of '
+                     f'inputs that keep the amortized explanation), got '
+                     f'{coverage!r}.')
+  try:
+    v = np.asarray(coverage, dtype=np.float64)
+  except (TypeError, ValueError):
+    v = None
+  if v is None or v.size != 1 or v.ndim > 1 or not np.isfinite(v) or not (
+      0.0 <= float(v) <= 1.0):
+    raise ValueError(f'coverage must be a number in [0, 1] (the fraction of '
+                     f'inputs that keep the amortized explanation), got '
+                     f'{coverage!r}.')
+  return float(v)
+
+
+def _order_index(fraction: float, n: int) -> int:
+  """k = ceil(fraction * n) in [1, n] (1-based), robust to float round-off.
+
+  `0.07 * 100` is `7.000000000000001` in floating point; rounding the product
+  to 9 decimals first gives the intended ceil (7, not 8).
+  """
+  k = int(math.ceil(round(fraction * n, 9)))
+  return min(max(k, 1), n)
+
+
+# =============================================================================
+# §3: uncertainty scores.
+# =============================================================================
+
+
+def _check_members(member_scores: Any) -> Array:
+  x = _checks.as_array('member_scores', member_scores)
+  if x.ndim != 3:
+    raise ValueError(f'member_scores must be [k, batch, d] (the attributions '
+                     f'of k ensemble members), got shape {tuple(x.shape)}.')
+  return _float_array('member_scores', x, ndim=3)
+
+
+def deep_uncertainty(member_scores: Array) -> Array:
+  """Deep uncertainty: the ensemble's per-feature variance, averaged (§3).
+
+  s(x) = (1/d) sum_i Var_j(Amor^j(x)_i), the variance (ddof 0) over the k
+  members Amor^1..Amor^k (amortized explainers that differ only in their
+  random seed), averaged over the d features. The paper's constant 1/(dk)
+  instead of 1/d rescales every score alike and so changes neither the
+  threshold's routing nor any rank-based metric. Jittable.
+
+  Args:
+    member_scores: `[k, batch, d]` the members' attributions, k >= 2.
+  Returns:
+    `[batch]` the uncertainty of each input.
+  Raises:
+    ValueError: not 3-D, k < 2, or NaN/inf values.
+  """
+  x = _check_members(member_scores)
+  if x.shape[0] < 2:
+    raise ValueError(f'deep uncertainty needs an ensemble of at least 2 '
+                     f'members: member_scores has k={x.shape[0]} '
+                     f'(shape {tuple(x.shape)}).')
+  return jnp.mean(jnp.var(x, axis=0), axis=-1)
+
+
+def ensemble_mean(member_scores: Array) -> Array:
+  """The amortized explanation of an ensemble: the mean of its members.
+
+  Our choice: the paper does not say whether the selective explainer uses
+  one member or the ensemble's mean as Amor when the deep uncertainty is
+  computed from k members; the mean is the natural estimate (and never worse
+  in MSE than the average member, by Jensen's inequality). Jittable.
+
+  Args:
+    member_scores: `[k, batch, d]` the members' attributions (k >= 1).
+  Returns:
+    `[batch, d]` the mean over the k members.
+  """
+  x = _check_members(member_scores)
+  if x.shape[0] < 1:
+    raise ValueError('member_scores must hold at least one member (k >= 1).')
+  return jnp.mean(x, axis=0)
+
+
+# =============================================================================
+# §3: selection (threshold and routing).
+# =============================================================================
+
+
+def calibrate_threshold(calibration_scores: Array, coverage: float) -> Array:
+  """t_alpha: the coverage-quantile of the calibration uncertainties (§3).
+
+  The selection rule is "keep the amortized explanation iff s <= t";
+  `coverage` (alpha) is the fraction of inputs that keep it. For n
+  calibration scores:
+
+  * coverage = 1: t = +inf (every input is kept, exactly);
+  * coverage = 0: t = -inf (every input is routed);
+  * otherwise t = s_(k), the k-th smallest score with k = ceil(alpha n)
+    (1-based): the fraction of calibration scores <= t is the smallest
+    achievable value >= alpha (exactly k/n without ties). On fresh inputs
+    from the same distribution the kept fraction is alpha up to O(1/n).
+
+  Args:
+    calibration_scores: `[n]` uncertainties s on D_cal (finite, n >= 1).
+    coverage: alpha in [0, 1], the fraction of inputs that keep Amor (a
+      Python number: it fixes the order statistic).
+  Returns:
+    the threshold, a float scalar (the scores' dtype).
+  Raises:
+    ValueError: coverage outside [0, 1], NaN or not a number; scores empty,
+      not 1-D or non-finite.
+  """
+  alpha = _check_coverage(coverage)
+  s = _float_array('calibration_scores', calibration_scores, ndim=1)
+  n = s.shape[0]
+  if n == 0:
+    raise ValueError('calibration_scores must hold at least one score.')
+  if alpha == 1.0:
+    return jnp.asarray(jnp.inf, s.dtype)
+  if alpha == 0.0:
+    return jnp.asarray(-jnp.inf, s.dtype)
+  return jnp.sort(s)[_order_index(alpha, n) - 1]
+
+
+def route(scores: Array, threshold: Array | float) -> Array:
+  """Which inputs are routed to the explanation with initial guess (§3).
+
+  routed = s > t, i.e. the paper's tau_alpha(x) = 0. The complement (s <= t)
+  keeps the amortized explanation. Jittable.
+
+  Args:
+    scores: `[batch]` uncertainties s.
+    threshold: t_alpha (`calibrate_threshold`), a scalar.
+  Returns:
+    bool `[batch]`, True where the input is routed.
+  """
+  s = _float_array('scores', scores, ndim=1)
+  t = _scalar('threshold', threshold)
+  return s > t
+
+
+# =============================================================================
+# §4: the combination function lambda.
+# =============================================================================
+
+
+def _explanations(amortized: Any, mc: Any, *, finite_mc: bool = True
+                  ) -> tuple[Array, Array]:
+  a = _checks.as_array('amortized', amortized)
+  if a.ndim != 2:
+    raise ValueError(f'amortized must be explanations [n, d], got shape '
+                     f'{tuple(a.shape)}.')
+  a = _float_array('amortized', a, ndim=2)
+  m = _checks.as_array('mc', mc)
+  _same_shape('mc', m, a, 'the amortized explanations [n, d]')
+  m = _float_array('mc', m, ndim=2, finite=finite_mc)
+  return a, m
+
+
+def lambda_terms(amortized: Array, mc: Array, targets: Array
+                 ) -> tuple[Array, Array]:
+  """The per-point terms of the closed-form lambda (§4).
+
+  For calibration point i: num_i = <HQ_i - MC_i, Amor_i - MC_i> and
+  den_i = ||Amor_i - MC_i||^2, so that the least-squares lambda over any set
+  B is sum_B num / sum_B den (`fit_lambda`). Jittable.
+
+  Args:
+    amortized: `[n, d]` Amor(x_i).
+    mc: `[n, d]` MC^n(x_i).
+    targets: `[n, d]` the high-quality explanations HQ(x_i).
+  Returns:
+    `(num [n], den [n])`.
+  Raises:
+    ValueError: shapes differ (naming the argument), or NaN/inf values.
+  """
+  a, m = _explanations(amortized, mc)
+  t = _checks.as_array('targets', targets)
+  if tuple(t.shape) != tuple(a.shape):
+    raise ValueError(f'targets must have the shape of the explanations '
+                     f'[n, d] = {tuple(a.shape)}, got {tuple(t.shape)}.')
+  t = _float_array('targets', t, ndim=2)
+  return _terms_kernel(a, m, t)
+
+
+@jax.jit
+def _terms_kernel(a: Array, m: Array, t: Array) -> tuple[Array, Array]:
+  diff = a - m
+  return jnp.sum((t - m) * diff, axis=-1), jnp.sum(diff * diff, axis=-1)
+
+
+def _lambda_from_sums(sum_num: Array, sum_den: Array, sum_w: Array,
+                      eps: float, clip: bool) -> Array:
+  lam = sum_num / (sum_den + eps)
+  if clip:
+    lam = jnp.clip(lam, 0.0, 1.0)
+  return jnp.where(sum_w > 0, lam, jnp.ones_like(lam))
+
+
+def _terms(num: Any, den: Any) -> tuple[Array, Array]:
+  num = _float_array('num', num, ndim=1)
+  den = _float_array('den', den, ndim=1)
+  _same_shape('den', den, num, 'num')
+  if not _checks.is_tracer(den) and bool(np.any(np.asarray(den) < 0)):
+    raise ValueError('den must be >= 0 (squared norms ||Amor - MC||^2).')
+  return num, den
+
+
+def fit_lambda(num: Array, den: Array, *, weights: Array | None = None,
+               eps: float = 1e-12, clip: bool = True) -> Array:
+  """The closed-form least-squares lambda of a set of points (§4).
+
+  lam* = sum_i w_i num_i / (sum_i w_i den_i + eps) minimises
+  sum_i w_i ||lam Amor_i + (1 - lam) MC_i - HQ_i||^2 (the MSE to the
+  high-quality explanations; `lambda_terms` gives num and den).
+
+  * clip=True clips lam* to [0, 1]. lam = 0 (MC) and lam = 1 (Amor) are
+    feasible, so the unclipped optimum is at least as good on the fitted
+    points; the clipped one is the optimum over [0, 1] (the objective is a
+    convex quadratic), still no worse than either explainer alone, and it
+    guards against extrapolating a mixture outside the two explanations.
+  * sum of weights = 0 (no point): returns 1.0, i.e. keep the amortized
+    explanation.
+  * sum w den = 0 (Amor == MC on every point): num is 0 too and lam = 0/eps =
+    0; any lam gives the same combination there.
+
+  Jittable (with `eps` and `clip` static).
+
+  Args:
+    num: `[n]` numerators <HQ - MC, Amor - MC>.
+    den: `[n]` denominators ||Amor - MC||^2 (>= 0).
+    weights: `[n]` non-negative weights (e.g. a 0/1 membership of the set B);
+      None = all ones.
+    eps: added to the denominator.
+    clip: clip to [0, 1].
+  Returns:
+    lam, a float scalar.
+  """
+  num, den = _terms(num, den)
+  if weights is None:
+    w = jnp.ones_like(num)
+  else:
+    w = _float_array('weights', weights, ndim=1)
+    _same_shape('weights', w, num, 'num')
+    if not _checks.is_tracer(w) and bool(np.any(np.asarray(w) < 0)):
+      raise ValueError('weights must be >= 0.')
+  return _lambda_from_sums(jnp.sum(w * num), jnp.sum(w * den), jnp.sum(w),
+                           eps, clip)
+
+
+def _bin_ids(uncertainty: Array, edges: Array) -> Array:
+  """Bin b of (e_{b-1}, e_b]: the number of edges strictly below s.
+
+  Bins are closed on the right, like the selection rule (kept iff s <= t):
+  a score equal to an edge falls in the lower bin.
+  """
+  return jnp.searchsorted(edges, uncertainty, side='left')
+
+
+def fit_lambdas(num: Array, den: Array, uncertainty: Array,
+                threshold: Array | float, *, num_bins: int = 1,
+                clip: bool = True, min_points_per_bin: int = 2,
+                eps: float = 1e-12) -> tuple[Array, Array]:
+  """lambda fitted on the routed calibration points, global or per bin (§4).
+
+  The fitted set is B = {x in D_cal : s(x) > t} (the points that receive an
+  explanation with initial guess at this threshold; our choice of B).
+
+  * num_bins = 1: one global lam (`fit_lambda` over B); `edges` is empty.
+  * num_bins = K > 1: the m routed points are split into K equal-count
+    quantile bins of their uncertainty, one lam per bin. With u_(j) the
+    sorted routed uncertainties, edge e_b = u_(ceil(b m / K)) (1-based,
+    b = 1..K-1: the rule of `calibrate_threshold`) and bin b (0-based) is
+    (e_b, e_{b+1}] with e_0 = t and e_K = +inf: closed on the right like
+    the selection rule (side 'left' of `jnp.searchsorted`, the rule
+    `lambda_of` applies at test time). Without ties bin b holds
+    ceil((b+1) m / K) - ceil(b m / K) points.
+  * No routed calibration point (coverage 1, t = +inf): every lam is 1.0
+    and the edges are t repeated; at test time nothing is routed either.
+    (At a finite t this happens only when ties put every calibration score
+    <= t; test inputs above t are then routed with lam = 1, i.e. they get
+    Amor's values.)
+
+  The sums run as segment sums over bin ids (`jax.ops.segment_sum`); the
+  counts are checked on the host.
+
+  Args:
+    num: `[n]` numerators of `lambda_terms` on D_cal.
+    den: `[n]` denominators of `lambda_terms` on D_cal.
+    uncertainty: `[n]` the uncertainties s on D_cal.
+    threshold: t_alpha (`calibrate_threshold` on the same scores).
+    num_bins: K, the number of uncertainty bins (>= 1).
+    clip: clip each lam to [0, 1] (see `fit_lambda`).
+    min_points_per_bin: the fewest routed points a bin may be fitted on.
+    eps: added to each denominator.
+  Returns:
+    `(edges [K-1], lambdas [K])`.
+  Raises:
+    ValueError: naming num_bins, when 0 < m < K * min_points_per_bin (a
+      calibration split too small for the number of bins) or when ties in
+      the uncertainty leave a bin with fewer than min_points_per_bin points.
+  """
+  num_bins = _checks.check_int('num_bins', num_bins, 1)
+  min_points_per_bin = _checks.check_int('min_points_per_bin',
+                                         min_points_per_bin, 1)
+  num, den = _terms(num, den)
+  u = _float_array('uncertainty', uncertainty, ndim=1)
+  _same_shape('uncertainty', u, num, 'num [n]')
+  t = _scalar('threshold', threshold)
+  routed = u > t
+  m = int(np.sum(np.asarray(routed)))
+  if m == 0:
+    return (jnp.full((num_bins - 1,), t, u.dtype),
+            jnp.ones((num_bins,), jnp.float32))
+  if m < num_bins * min_points_per_bin:
+    raise ValueError(
+        f'num_bins={num_bins} needs at least num_bins * min_points_per_bin = '
+        f'{num_bins * min_points_per_bin} routed calibration points (s > t), '
+        f'got {m} of {u.shape[0]}: a calibration split too small for the '
+        f'number of bins. Use fewer bins, a larger calibration split or a '
+        f'lower coverage.')
+  ranks = jnp.asarray([_order_index(b / num_bins, m) - 1
+                       for b in range(1, num_bins)], jnp.int32)
+  edges, lambdas, counts = _fit_lambdas_kernel(
+      num, den, u, t, ranks, eps=float(eps), clip=bool(clip))
+  counts = np.asarray(counts)
+  if num_bins > 1 and counts.min() < min_points_per_bin:
+    raise ValueError(
+        f'num_bins={num_bins}: ties in the uncertainty leave bins with '
+        f'{counts.astype(int).tolist()} routed calibration points, fewer than '
+        f'min_points_per_bin={min_points_per_bin}. Use fewer bins.')
+  return edges, lambdas
+
+
+@functools.partial(jax.jit, static_argnames=('eps', 'clip'))
+def _fit_lambdas_kernel(num: Array, den: Array, u: Array, t: Array,
+                        ranks: Array, *, eps: float, clip: bool
+                        ) -> tuple[Array, Array, Array]:
+  """Edges (the routed order statistics `ranks [K-1]`, 0-based), lambdas
+  `[K]` and routed counts `[K]`."""
+  num_bins = ranks.shape[0] + 1
+  routed = u > t
+  edges = jnp.sort(jnp.where(routed, u, jnp.inf))[ranks]
+  seg = functools.partial(jax.ops.segment_sum,
+                          segment_ids=_bin_ids(u, edges),
+                          num_segments=num_bins)
+  w = routed.astype(num.dtype)
+  sum_w = seg(w)
+  lambdas = _lambda_from_sums(seg(w * num), seg(w * den), sum_w, eps, clip)
+  return edges, lambdas, sum_w
+
+
+def lambda_of(uncertainty: Array, edges: Array, lambdas: Array) -> Array:
+  """The lam of each input's uncertainty bin (§4). Jittable.
+
+  Bin b = the number of edges strictly below s (`jnp.searchsorted(edges, s,
+  side='left')`, bins closed on the right), the rule of `fit_lambdas`. A
+  score below the first edge gets bin 0, above the last the top bin.
+
+  Args:
+    uncertainty: `[batch]` uncertainties s.
+    edges: `[K-1]` the inner bin edges of `fit_lambdas`.
+    lambdas: `[K]` the per-bin lam.
+  Returns:
+    `[batch]` lam(x).
+  """
+  u = _float_array('uncertainty', uncertainty, ndim=1)
+  e, lam = _edges_lambdas(edges, lambdas)
+  return lam[_bin_ids(u, e)]
+
+
+def _edges_lambdas(edges: Any, lambdas: Any) -> tuple[Array, Array]:
+  e = _float_array('edges', edges, ndim=1, finite=False)  # +-inf allowed
+  if not _checks.is_tracer(e) and bool(np.any(np.isnan(np.asarray(e)))):
+    raise ValueError('edges contains NaN values.')
+  lam = _float_array('lambdas', lambdas, ndim=1)
+  if lam.shape[0] != e.shape[0] + 1:
+    raise ValueError(f'lambdas must have len(edges) + 1 = {e.shape[0] + 1} '
+                     f'entries, got {lam.shape[0]}.')
+  return e, lam
+
+
+def combine(amortized: Array, mc: Array, lam: Array | float) -> Array:
+  """The explanation with initial guess lam Amor + (1 - lam) MC (§4).
+
+  Jittable.
+
+  Args:
+    amortized: `[batch, d]` Amor(x).
+    mc: `[batch, d]` MC^n(x).
+    lam: a scalar or `[batch]`.
+  Returns:
+    `[batch, d]` lam[:, None] * amortized + (1 - lam[:, None]) * mc.
+  """
+  a, m = _explanations(amortized, mc)
+  lam = _float_array('lam', lam)
+  if lam.ndim == 0:
+    lam = jnp.broadcast_to(lam, a.shape[:1])
+  if lam.shape != a.shape[:1]:
+    raise ValueError(f'lam must be a scalar or [batch] = [{a.shape[0]}], got '
+                     f'shape {tuple(lam.shape)}.')
+  return _combine(a, m, lam)
+
+
+def _combine(a: Array, m: Array, lam: Array) -> Array:
+  return lam[:, None] * a + (1.0 - lam[:, None]) * m
+
+
+def selective_explanations(amortized: Array, mc: Array, uncertainty: Array,
+                           threshold: Array | float, edges: Array,
+                           lambdas: Array) -> tuple[Array, Array]:
+  """The selective explanation SE(x) (paper §3-§4, Algorithm 1).
+
+  SE(x) = Amor(x) where s(x) <= t (kept; returned bitwise unchanged) and
+  lam(x) Amor(x) + (1 - lam(x)) MC(x) where s(x) > t (routed), lam(x) from
+  the bin of s(x) (`lambda_of`). The MC rows of kept inputs are never used:
+  they may hold anything (zeros, NaN) when MC was run on the routed rows
+  only. Jittable.
+
+  Args:
+    amortized: `[batch, d]` Amor(x).
+    mc: `[batch, d]` MC^n(x) (only routed rows matter).
+    uncertainty: `[batch]` s(x).
+    threshold: t_alpha (`calibrate_threshold`).
+    edges: `[K-1]` bin edges of `fit_lambdas`.
+    lambdas: `[K]` per-bin lam of `fit_lambdas`.
+  Returns:
+    `(scores [batch, d], routed bool [batch])`.
+  """
+  a, m = _explanations(amortized, mc, finite_mc=False)
+  u = _float_array('uncertainty', uncertainty, ndim=1)
+  if u.shape[0] != a.shape[0]:
+    raise ValueError(f'uncertainty must have one score per row of amortized '
+                     f'({a.shape[0]}), got shape {tuple(u.shape)}.')
+  t = _scalar('threshold', threshold)
+  e, lam = _edges_lambdas(edges, lambdas)
+  return _selective_kernel(a, m, u, t, e, lam)
+
+
+@jax.jit
+def _selective_kernel(a: Array, m: Array, u: Array, t: Array, edges: Array,
+                      lambdas: Array) -> tuple[Array, Array]:
+  routed = u > t
+  mixed = _combine(a, m, lambdas[_bin_ids(u, edges)])
+  return jnp.where(routed[:, None], mixed, a), routed
+
+
+# =============================================================================
+# Metrics (§5, Appendix D).
+# =============================================================================
+
+
+def _average_ranks(v: Array) -> Array:
+  """1-based ranks of `v [d]`, ties get the average of their ranks."""
+  sv = jnp.sort(v)
+  lo = jnp.searchsorted(sv, v, side='left')
+  hi = jnp.searchsorted(sv, v, side='right')
+  return (lo + hi + 1).astype(jnp.float32) * 0.5
+
+
+def _pearson(a: Array, b: Array) -> Array:
+  """Pearson correlation over the last axis; NaN where either is constant."""
+  a = a - jnp.mean(a, axis=-1, keepdims=True)
+  b = b - jnp.mean(b, axis=-1, keepdims=True)
+  den = jnp.sqrt(jnp.sum(a * a, axis=-1) * jnp.sum(b * b, axis=-1))
+  safe = jnp.where(den > 0, den, 1.0)
+  return jnp.where(den > 0, jnp.sum(a * b, axis=-1) / safe, jnp.nan)
+
+
+def _pair(name_a: str, a: Any, name_b: str, b: Any, ndim: int
+          ) -> tuple[Array, Array]:
+  a = _float_array(name_a, a, ndim=ndim)
+  b = _checks.as_array(name_b, b)
+  _same_shape(name_b, b, a, name_a)
+  return a, _float_array(name_b, b, ndim=ndim)
+
+
+def mse_per_input(scores: Array, targets: Array) -> Array:
+  """Per-input MSE to the targets, ||s - t||^2 / d (the paper's main metric).
+
+  Args:
+    scores: `[n, d]` explanations.
+    targets: `[n, d]` target (high-quality) explanations.
+  Returns:
+    `[n]`.
+  """
+  s, t = _pair('scores', scores, 'targets', targets, 2)
+  return jnp.mean((s - t) ** 2, axis=-1)
+
+
+def spearman_per_input(scores: Array, targets: Array) -> Array:
+  """Per-input Spearman rank correlation over the d features (Appendix D).
+
+  The Pearson correlation of the average ranks (ties share their mean rank,
+  as `scipy.stats.spearmanr`); NaN for a row whose scores or targets are
+  constant. Vectorised (sorts and searches, O(d log d) per row); jittable.
+
+  Args:
+    scores: `[n, d]` explanations.
+    targets: `[n, d]` target explanations.
+  Returns:
+    `[n]` in [-1, 1] (or NaN).
+  """
+  s, t = _pair('scores', scores, 'targets', targets, 2)
+  return _spearman_rows(s, t)
+
+
+@jax.jit
+def _spearman_rows(s: Array, t: Array) -> Array:
+  ranks = jax.vmap(_average_ranks)
+  return _pearson(ranks(s), ranks(t))
+
+
+def uncertainty_spearman(uncertainty: Array, errors: Array) -> Array:
+  """Spearman rank correlation across inputs of s(x) and the true error.
+
+  Measures how well an uncertainty ranks the amortized explainer's errors
+  (NaN if either is constant). Jittable.
+
+  Args:
+    uncertainty: `[n]` s(x).
+    errors: `[n]` true errors (e.g. `mse_per_input(amortized, targets)`).
+  Returns:
+    a scalar.
+  """
+  u, e = _pair('uncertainty', uncertainty, 'errors', errors, 1)
+  return _spearman_rows(u[None], e[None])[0]
+
+
+def uncertainty_auroc(uncertainty: Array, errors: Array, *,
+                      top_fraction: float = 0.1) -> Array:
+  """AUROC of the uncertainty for detecting the inputs with the largest error.
+
+  Positives: the inputs whose true error is in the top `top_fraction` (the
+  top decile by default): error >= the k-th largest error, k =
+  ceil(top_fraction n) (every input tied with it included). The AUROC is
+  P(s(pos) > s(neg)) + 1/2 P(s(pos) = s(neg)) (Mann-Whitney with average
+  ranks, equal to `sklearn.metrics.roc_auc_score`); NaN when there is no
+  negative (all errors tied). Jittable (`top_fraction` static).
+
+  Args:
+    uncertainty: `[n]` s(x).
+    errors: `[n]` true errors.
+    top_fraction: the fraction of inputs called "high error", in (0, 1).
+  Returns:
+    a scalar in [0, 1] (or NaN).
+  """
+  u, e = _pair('uncertainty', uncertainty, 'errors', errors, 1)
+  top_fraction = _checks.check_probability('top_fraction', top_fraction)
+  n = u.shape[0]
+  if n < 2:
+    raise ValueError(f'uncertainty must hold at least 2 inputs, got {n}.')
+  return _auroc_kernel(u, e, _order_index(top_fraction, n))
+
+
+@functools.partial(jax.jit, static_argnames=('k',))
+def _auroc_kernel(u: Array, e: Array, k: int) -> Array:
+  """Mann-Whitney AUROC of `u` for the rows with the k largest `e` (+ ties)."""
+  n = u.shape[0]
+  pos = e >= jnp.sort(e)[n - k]
+  n_pos = jnp.sum(pos).astype(jnp.float32)
+  n_neg = n - n_pos
+  rank_sum = jnp.sum(jnp.where(pos, _average_ranks(u), 0.0))
+  auc = (rank_sum - n_pos * (n_pos + 1) / 2) / jnp.maximum(n_pos * n_neg, 1.0)
+  return jnp.where(n_neg > 0, auc, jnp.nan)
+
+
+def coverage_curve(amortized: Array, mc: Array, uncertainty_test: Array,
+                   uncertainty_cal: Array, num_cal: Array, den_cal: Array,
+                   targets_test: Array, coverages: Sequence[float], *,
+                   num_bins: int = 1, clip: bool = True,
+                   min_points_per_bin: int = 2) -> dict[str, Array]:
+  """MSE and Spearman of the selective explanations over a coverage grid (§5).
+
+  For each coverage alpha (the fraction of inputs that keep Amor): t_alpha =
+  `calibrate_threshold(uncertainty_cal, alpha)`; lambdas fitted on the
+  calibration terms of the routed calibration points (`fit_lambdas`); the
+  selective explanations of the test set (`selective_explanations`), scored
+  against `targets_test`. Coverage 1 is pure Amor; coverage 0 combines every
+  input.
+
+  Baselines of the uncertainty, by what is passed as the uncertainties
+  (on both splits): a *random* ranking = random draws (e.g.
+  `jax.random.uniform`); the *oracle* = the true errors
+  (`mse_per_input(amortized, targets)` on each split).
+
+  Args:
+    amortized: `[n, d]` Amor on D_test.
+    mc: `[n, d]` MC^n on D_test.
+    uncertainty_test: `[n]` s on D_test.
+    uncertainty_cal: `[n_cal]` s on D_cal.
+    num_cal: `[n_cal]` `lambda_terms` numerators on D_cal.
+    den_cal: `[n_cal]` `lambda_terms` denominators on D_cal.
+    targets_test: `[n, d]` HQ on D_test.
+    coverages: `[m]` coverages in [0, 1].
+    num_bins: K, uncertainty bins of lambda (1: one global lambda).
+    clip: clip lambda to [0, 1].
+    min_points_per_bin: see `fit_lambdas`.
+  Returns:
+    a dict of `[m]` arrays: 'coverage'; 'mse' (mean over test rows of
+    `mse_per_input`); 'spearman' (nanmean over test rows of
+    `spearman_per_input`); 'routed_fraction' (the test rows routed);
+    'lambda_mean' (mean lam over the routed test rows, NaN when none is
+    routed).
+  """
+  a, m = _explanations(amortized, mc)
+  t_test = _checks.as_array('targets_test', targets_test)
+  if tuple(t_test.shape) != tuple(a.shape):
+    raise ValueError(f'targets_test must have the shape of the explanations '
+                     f'[n, d] = {tuple(a.shape)}, got {tuple(t_test.shape)}.')
+  t_test = _float_array('targets_test', t_test, ndim=2)
+  u_test = _float_array('uncertainty_test', uncertainty_test, ndim=1)
+  if u_test.shape[0] != a.shape[0]:
+    raise ValueError(f'uncertainty_test must have one score per test row '
+                     f'({a.shape[0]}), got shape {tuple(u_test.shape)}.')
+  grid = [_check_coverage(c) for c in np.atleast_1d(np.asarray(
+      coverages, dtype=object))]
+  out = {k: [] for k in ('coverage', 'mse', 'spearman', 'routed_fraction',
+                         'lambda_mean')}
+  for alpha in grid:
+    t = calibrate_threshold(uncertainty_cal, alpha)
+    edges, lambdas = fit_lambdas(num_cal, den_cal, uncertainty_cal, t,
+                                 num_bins=num_bins, clip=clip,
+                                 min_points_per_bin=min_points_per_bin)
+    row = _curve_point(a, m, u_test, t_test, t, edges, lambdas)
+    out['coverage'].append(alpha)
+    for k, v in row.items():
+      out[k].append(v)
+  return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+
+
+@jax.jit
+def _curve_point(a: Array, m: Array, u: Array, targets: Array, t: Array,
+                 edges: Array, lambdas: Array) -> dict[str, Array]:
+  """The test-set metrics of one coverage (see `coverage_curve`)."""
+  scores, routed = _selective_kernel(a, m, u, t, edges, lambdas)
+  lam = lambdas[_bin_ids(u, edges)]
+  n_routed = jnp.sum(routed)
+  return {
+      'mse': jnp.mean(jnp.mean((scores - targets) ** 2, axis=-1)),
+      'spearman': jnp.nanmean(_spearman_rows(scores, targets)),
+      'routed_fraction': jnp.mean(routed.astype(jnp.float32)),
+      'lambda_mean': jnp.where(
+          n_routed > 0, jnp.sum(jnp.where(routed, lam, 0.0))
+          / jnp.maximum(n_routed, 1), jnp.nan),
+  }
+
+
+# =============================================================================
+# §3: learned uncertainty.
+# =============================================================================
+
+
+@flax.struct.dataclass
+class LearnedUncertainty:
+  """A network that predicts the amortized explainer's error (§3).
+
+  `predict_uncertainty` returns the predicted log error, mu + sigma * net(x),
+  an estimate of log(e(x) + error_offset).
+
+  Attributes:
+    params: the network's parameters.
+    target_mean: mu, the mean of the training targets log(e + offset).
+    target_scale: sigma, their standard deviation (1 if they are constant).
+    x_shift: tabular: the training features' mean `[*input_shape]` (inputs
+      are standardised); None for text and images.
+    x_scale: tabular: their standard deviation (1 where constant); None else.
+    error_offset: the eps of log(e + eps); exp(score) - eps reads the score
+      as an error.
+    module: the linen network (`nets.make_selector`).
+    modality: 'tabular', 'image' or 'text'.
+    input_shape: the input shape `x` rows must have.
+    pad_id: text: the padding token left out of the mean.
+  """
+  params: PyTree
+  target_mean: Array
+  target_scale: Array
+  x_shift: Array | None
+  x_scale: Array | None
+  error_offset: Array
+  module: nn.Module = flax.struct.field(pytree_node=False)
+  modality: str = flax.struct.field(pytree_node=False, default='tabular')
+  input_shape: tuple[int, ...] = flax.struct.field(pytree_node=False,
+                                                   default=())
+  pad_id: int = flax.struct.field(pytree_node=False, default=0)
+
+
+def _net_score(module: nn.Module, modality: str, pad_id: int, params: PyTree,
+               x: Array, *, train: bool = False,
+               dropout_key: Array | None = None) -> Array:
+  """The network's scalar output per input, `[batch]` (standardised scale).
+
+  tabular: the single output of the MLP; text: the mean of the per-token
+  outputs over the non-PAD tokens (0 for an all-PAD row); image: the mean of
+  the per-patch outputs.
+  """
+  rngs = None if dropout_key is None else {'dropout': dropout_key}
+  out = module.apply({'params': params}, x, train=train, rngs=rngs)
+  if modality == 'tabular':
+    return out[:, 0]
+  if modality == 'text':
+    valid = (x != pad_id).astype(jnp.float32)
+    total = jnp.sum(jnp.where(valid > 0, out, 0.0), axis=-1)
+    return total / jnp.maximum(jnp.sum(valid, axis=-1), 1.0)
+  return jnp.mean(out, axis=-1)
+
+
+@functools.lru_cache(maxsize=16)
+def _regression_loss(module: nn.Module, modality: str, pad_id: int
+                     ) -> train.LossFn:
+  """MSE between the network's score and the standardised log error.
+
+  Cached per network, so repeated fits reuse `train.fit`'s compiled step.
+  """
+  def loss_fn(params, model_state, batch, key):
+    pred = _net_score(module, modality, pad_id, params, batch['x'],
+                      train=True, dropout_key=key)
+    mse = jnp.mean((pred - batch['y']) ** 2)
+    return mse, (model_state, {'mse': mse})
+  return loss_fn
+
+
+@functools.lru_cache(maxsize=16)
+def _adam(learning_rate: float) -> Any:
+  return train.make_optimizer(None, optimizer='adam',
+                              learning_rate=learning_rate)
+
+
+def _standardise(x: Array, shift: Array | None, scale: Array | None) -> Array:
+  if shift is None:
+    return x
+  return (x.astype(jnp.float32) - shift) / scale
+
+
+def fit_learned_uncertainty(
+    key: Array | int, x: Array, errors: Array, *, modality: str = 'tabular',
+    groups: masking.FeatureGroups | None = None,
+    vocab_size: int | None = None, hidden: Sequence[int] = (128, 128),
+    num_steps: int = 2000, batch_size: int = 128,
+    learning_rate: float = 1e-3, pad_id: int = 0,
+    workdir: str | None = None) -> LearnedUncertainty:
+  """Learned uncertainty: a network that predicts Amor's error (§3).
+
+  The paper's learned uncertainty "uses data to predict" the amortized
+  explainer's error; its form is not published. Our operational definition:
+  a regressor trained on D_train (disjoint from D_cal and D_test) on the
+  per-input error e(x) (e.g. `mse_per_input(Amor(x), HQ(x))`). The target
+  is log(e + eps), eps = 1e-3 mean(e) + 1e-12, standardised: errors span
+  orders of magnitude and only their ranking matters (the threshold and
+  every metric of the uncertainty are rank-based), so a log-scale MSE keeps
+  the few largest errors from dominating the fit; eps keeps zero errors
+  finite. Training runs through `xai_jax.train.fit` (Adam, in-memory data
+  reshuffled every epoch, dropout on for text), so the same key gives the
+  same model.
+
+  Networks (`nets.make_selector`):
+  * 'tabular': `MLPSelector` with one output and `hidden` widths, on
+    features standardised with the training mean and standard deviation;
+  * 'text': `TextSelector` (per-token outputs); the score is their mean over
+    the tokens != `pad_id`;
+  * 'image': `PatchSelector` over the patch grid of `groups` (per-patch
+    outputs); the score is their mean.
+  `hidden` is used by 'tabular' only (the text and image nets keep their
+  defaults).
+
+  Args:
+    key: PRNG key or int seed (initialisation, shuffling, dropout).
+    x: `[n, *input_shape]` inputs of D_train (float; int token ids for text).
+    errors: `[n]` the amortized explainer's error on each row (finite,
+      >= 0).
+    modality: 'tabular', 'text' or 'image'.
+    groups: 'image': the patch groups (`masking.patch_groups`).
+    vocab_size: 'text': V.
+    hidden: 'tabular': hidden widths of the MLP.
+    num_steps: training steps.
+    batch_size: rows per step (capped at n).
+    learning_rate: Adam's learning rate.
+    pad_id: 'text': the padding token.
+    workdir: optional folder for checkpoints and metrics (resumes from it).
+  Returns:
+    the `LearnedUncertainty`.
+  """
+  key = _checks.as_key('key', key, method='fit_learned_uncertainty')
+  modality = _checks.check_choice('modality', modality, nets.MODALITIES)
+  x = _checks.as_array('x', x)
+  _checks.check_array('x', x, min_ndim=2, finite=True)
+  e = _checks.as_array('errors', errors)
+  if e.ndim != 1:
+    raise ValueError(f'errors must be [n] (one error per row of x), got shape '
+                     f'{tuple(e.shape)}.')
+  _checks.check_array('errors', e, finite=True)
+  n = x.shape[0]
+  if e.shape[0] != n:
+    raise ValueError(f'errors must have one entry per row of x ({n}), got '
+                     f'{e.shape[0]}.')
+  if n < 2:
+    raise ValueError(f'x must hold at least 2 rows, got {n}.')
+  e = np.asarray(e, np.float64)
+  if np.any(e < 0):
+    raise ValueError('errors must be >= 0 (e.g. squared errors).')
+  num_steps = _checks.check_int('num_steps', num_steps, minimum=0)
+  batch_size = min(_checks.check_int('batch_size', batch_size), n)
+  _checks.check_positive('learning_rate', learning_rate)
+  is_int = jnp.issubdtype(x.dtype, jnp.integer)
+  if modality == 'text' and not is_int:
+    raise ValueError(f"modality='text' needs int token ids x, got {x.dtype}.")
+  if modality != 'text' and not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"modality={modality!r} needs float x, got {x.dtype}.")
+
+  eps = 1e-3 * float(np.mean(e)) + 1e-12
+  y = np.log(e + eps)
+  mu, sigma = float(np.mean(y)), float(np.std(y))
+  sigma = sigma if sigma > 0 else 1.0
+  y = ((y - mu) / sigma).astype(np.float32)
+
+  if modality == 'tabular':
+    xs = np.asarray(x, np.float32)
+    shift = jnp.asarray(xs.mean(0))
+    sd = xs.std(0)
+    scale = jnp.asarray(np.where(sd > 0, sd, 1.0).astype(np.float32))
+    module = nets.make_selector('tabular', num_groups=1,
+                                hidden=tuple(int(h) for h in hidden))
+  elif modality == 'text':
+    shift = scale = None
+    module = nets.make_selector('text', num_groups=int(x.shape[1]),
+                                vocab_size=vocab_size, pad_id=int(pad_id))
+  else:
+    shift = scale = None
+    num_groups = groups.num_groups if groups is not None else 0
+    module = nets.make_selector('image', num_groups=num_groups, groups=groups)
+  x_in = _standardise(x, shift, scale)
+
+  k_init, k_train = jax.random.split(key)
+  params = nets.init_selector(module, k_init, x_in[:2])
+  if num_steps > 0:
+    state, _ = train.fit(
+        _regression_loss(module, modality, int(pad_id)), params,
+        {'x': x_in, 'y': jnp.asarray(y)}, tx=_adam(float(learning_rate)),
+        key=k_train, batch_size=batch_size, num_steps=num_steps,
+        workdir=workdir, log_every=max(1, num_steps // 10))
+    params = jax.device_get(state.params)
+  return LearnedUncertainty(
+      params=params, target_mean=jnp.float32(mu),
+      target_scale=jnp.float32(sigma), x_shift=shift, x_scale=scale,
+      error_offset=jnp.float32(eps), module=module, modality=modality,
+      input_shape=tuple(int(s) for s in x.shape[1:]), pad_id=int(pad_id))
+
+
+@functools.partial(jax.jit, static_argnames=('chunk_size',))
+def _predict(model: LearnedUncertainty, x: Array, chunk_size: int) -> Array:
+  def batch_fn(xb):
+    xb = _standardise(xb, model.x_shift, model.x_scale)
+    z = _net_score(model.module, model.modality, model.pad_id, model.params,
+                   xb)
+    return model.target_mean + model.target_scale * z
+  return bb.map_batches(batch_fn, x, chunk_size)
+
+
+def predict_uncertainty(model: LearnedUncertainty, x: Array, *,
+                        chunk_size: int = 4096) -> Array:
+  """The learned uncertainty s(x): the predicted log error (§3). Jitted.
+
+  s(x) = mu + sigma * net(x), an estimate of log(e(x) + eps) (monotone in the
+  predicted error; `exp(s) - model.error_offset` reads it as an error).
+  Evaluated `chunk_size` rows at a time (`blackbox.map_batches`).
+
+  Args:
+    model: a `LearnedUncertainty` (`fit_learned_uncertainty`).
+    x: `[batch, *input_shape]` inputs.
+    chunk_size: rows per network call (memory bound).
+  Returns:
+    `[batch]` float32 uncertainties.
+  """
+  if not isinstance(model, LearnedUncertainty):
+    raise ValueError(f'model must be a LearnedUncertainty, got '
+                     f'{type(model).__name__}.')
+  chunk_size = _checks.check_chunk_size(chunk_size)
+  x = _checks.as_array('x', x)
+  _checks.check_array('x', x, trailing_shape=model.input_shape,
+                      ndim=1 + len(model.input_shape), finite=True)
+  if x.shape[0] == 0:
+    return jnp.zeros((0,), jnp.float32)
+  return _predict(model, x, chunk_size)
+
+
+__all__ = [
+    'LearnedUncertainty', 'calibrate_threshold', 'combine', 'coverage_curve',
+    'deep_uncertainty', 'ensemble_mean', 'fit_lambda', 'fit_lambdas',
+    'fit_learned_uncertainty', 'lambda_of', 'lambda_terms', 'mse_per_input',
+    'predict_uncertainty', 'route', 'selective_explanations',
+    'spearman_per_input', 'uncertainty_auroc', 'uncertainty_spearman',
+]
+
+
+# ---- The explainer protocol (default_config, fit, explain) ----
