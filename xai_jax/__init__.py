@@ -18,7 +18,8 @@ networks), `realx` (REAL-X predictor, EVAL-X evaluator), `attribution`
 (gradients, IG, SmoothGrad, Grad-CAM, occlusion, RISE, LIME, Shapley values;
 `attribution.coalitions`), `metrics` (pure metric functions), `retrain` (keep-
 and-retrain, remove-and-retrain), `viz` (figures), `timing` (block timer),
-`data`, `models`, and the methods (`l2x`, `normlime`, `fastshap`).
+`data`, `models`, and the methods (`l2x`, `normlime`, `fastshap`,
+`selective`).
 """
 
 from xai_jax import attribution
@@ -35,6 +36,7 @@ from xai_jax import protocol
 from xai_jax import realx
 from xai_jax import relax
 from xai_jax import retrain
+from xai_jax import selective
 from xai_jax import timing
 from xai_jax import train
 from xai_jax import viz
@@ -57,6 +59,7 @@ EXPLAINERS = {
     'fastshap': fastshap,
     'l2x': l2x,
     'normlime': normlime,
+    'selective': selective,
     **protocol.ATTRIBUTION_EXPLAINERS,
 }
 

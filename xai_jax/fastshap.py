@@ -681,24 +681,34 @@ def _attributions_jit(e: FastSHAPExplainer, x: Array, members: bool
 
 
 def attributions(explainer: FastSHAPExplainer, x: Any, *,
-                 members: bool = False) -> Array:
+                 members: bool = False, return_outputs: bool = False
+                 ) -> Array | tuple[Array, Array]:
   """Shapley values of every output: `[batch, d, c]` (the members' mean),
   or `[k, batch, d, c]` per member with `members=True`.
 
   One explainer inference and one game inference (v(1), for the efficiency
-  normalisation) per row, jitted, `chunk_size` rows per call.
+  normalisation) per row, jitted, `chunk_size` rows per call. With
+  `return_outputs`, also the game's raw outputs on x `[batch, c]` (the
+  black box's own outputs for `value='baseline'`), for `target_classes`.
   """
   e = _check_explainer(explainer)
   x = _check_input(e, x)
-  phi, _ = _attributions_jit(e, x, bool(members))
-  return phi
+  phi, raw = _attributions_jit(e, x, bool(members))
+  return (phi, raw) if return_outputs else phi
 
 
-def _targets(e: FastSHAPExplainer, x: Array, target: Any, raw: Array
-             ) -> Array:
-  if e.value == 'baseline':  # the game's v(1) pass is the model's forward
-    outputs = raw
-  else:
+def target_classes(explainer: FastSHAPExplainer, x: Any, target: Any = None,
+                   outputs: Array | None = None) -> Array:
+  """The explained class per row, int32 `[batch]`.
+
+  `target` None: the black box's predicted class, from `outputs` (the raw
+  game outputs of `attributions(..., return_outputs=True)`, which are the
+  black box's for `value='baseline'`: no further model call) or, for a
+  surrogate game, one black-box forward pass.
+  """
+  e = _check_explainer(explainer)
+  x = _check_input(e, x)
+  if target is None and (outputs is None or e.value != 'baseline'):
     outputs = bb.forward_in_chunks(e.model, x, e.chunk_size)
   return bb.resolve_target(outputs, target, x.shape[0],
                            num_outputs=e.num_classes, model=e.model.name)
@@ -729,7 +739,7 @@ def explain(explainer: FastSHAPExplainer, x: Any, *, key: Any = None,
   x = _check_input(e, x)
   bb.check_target(e.model, target, x.shape[0])
   phi, raw = _attributions_jit(e, x, bool(members))
-  t = _targets(e, x, target, raw)
+  t = target_classes(e, x, target, raw)
   if members:
     scores = jnp.take_along_axis(phi, t[None, :, None, None], axis=-1)[..., 0]
   else:
@@ -742,4 +752,5 @@ __all__ = [
     'NORMALIZATIONS', 'OBJECTIVES', 'VALUES', 'active_players',
     'attributions', 'default_config', 'explain', 'fastshap_loss', 'fit',
     'game_values', 'make_net', 'normalize', 'regression_loss',
+    'target_classes',
 ]

@@ -35,6 +35,17 @@ The pieces, all pure functions of arrays (jnp in, jnp out):
   `uncertainty_auroc`, `uncertainty_spearman` and `coverage_curve` (MSE and
   Spearman to the target explanations as a function of coverage).
 
+* The explainer protocol (`default_config`, `fit`, `explain`; registered as
+  `xai_jax.EXPLAINERS['selective']`): FastSHAP (`xai_jax.fastshap`) as the
+  amortized explainer (a deep ensemble trained in one vmapped run),
+  KernelSHAP or LIME with n model inferences as MC^n, exact Shapley values
+  or many-sample KernelSHAP of the same game as the high-quality targets.
+
+    import xai_jax as xj
+    sel = xj.selective.fit(0, box, x_train, coverage=0.8)
+    out = xj.selective.explain(sel, x_test, key=1)
+    out.scores, out.routed, out.num_inferences
+
 Explanations are `[batch, d]` arrays (d features or groups; flatten images'
 patch grids or token positions to d first).
 """
@@ -43,18 +54,22 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from xai_jax import _checks
+from xai_jax import attribution
 from xai_jax import blackbox as bb
+from xai_jax import fastshap
 from xai_jax import masking
 from xai_jax import nets
+from xai_jax import protocol
 from xai_jax import train
 
 Array = jax.Array
@@ -982,13 +997,414 @@ def predict_uncertainty(model: LearnedUncertainty, x: Array, *,
   return _predict(model, x, chunk_size)
 
 
-__all__ = [
-    'LearnedUncertainty', 'calibrate_threshold', 'combine', 'coverage_curve',
-    'deep_uncertainty', 'ensemble_mean', 'fit_lambda', 'fit_lambdas',
-    'fit_learned_uncertainty', 'lambda_of', 'lambda_terms', 'mse_per_input',
-    'predict_uncertainty', 'route', 'selective_explanations',
-    'spearman_per_input', 'uncertainty_auroc', 'uncertainty_spearman',
-]
-
-
 # ---- The explainer protocol (default_config, fit, explain) ----
+
+UNCERTAINTIES = ('deep', 'learned')
+MC_METHODS = ('kernel_shap',)
+
+
+def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
+  """Selective explanations' hyper-parameters (an ml_collections ConfigDict).
+
+  Fields:
+    modality: 'tabular', 'image' or 'text' (the amortized explainer's).
+    coverage: alpha, the fraction of inputs that KEEP the amortized
+      explanation (the rest, 1 - alpha, receive an explanation with initial
+      guess); `explain(..., coverage=)` overrides it per call.
+    uncertainty: s_h (paper §3): 'deep' (the variance across an ensemble of
+      `ensemble_size` FastSHAP explainers) or 'learned' (a network predicting
+      the amortized explainer's error, trained on the training split).
+    ensemble_size: k, FastSHAP members trained at once (>= 2 for 'deep').
+    mc_method: the Monte Carlo explainer MC^n: 'kernel_shap' (on the same
+      game as the amortized explainer, coalitions drawn per input).
+    mc_samples: n, its model inferences (coalitions) per input (None: 2 d).
+    num_bins: lambda per uncertainty bin (1: one global lambda; paper §4).
+    clip_lambda: clip lambda to [0, 1].
+    calibration_fraction: the share of `fit`'s x held out as the calibration
+      split when `x_calibration` is not given (1/3: the paper's 50/25 of all
+      rows when a 25% test split is kept apart).
+    exact_max_players: the high-quality targets are exact Shapley values
+      (`attribution.exact_shapley`) when d <= this, else KernelSHAP with
+      `hq_samples` coalitions.
+    hq_samples: KernelSHAP coalitions of the targets when d is larger (None:
+      shap's default 2 d + 2048).
+    baseline, space: the game of every explainer here (FastSHAP, MC^n, the
+      targets): absent groups' value ('zero', 'mean' of the training split,
+      a number) and the explained output ('probs', 'log_probs', 'raw').
+    fastshap: overrides of `fastshap.default_config(modality)` for the
+      amortized explainer (e.g. {'num_steps': 2000}).
+    learned: options of `fit_learned_uncertainty` (hidden, num_steps,
+      batch_size, learning_rate).
+    chunk_size: rows per call of the Monte Carlo explainer (None: automatic).
+    seed: the PRNG seed used when `fit` gets key=None.
+  """
+  _checks.check_choice('modality', modality, nets.MODALITIES)
+  c = ml_collections.ConfigDict()
+  c.modality = modality
+  c.coverage = 0.8            # alpha: fraction keeping Amor(x)
+  c.uncertainty = 'deep'      # s_h
+  c.ensemble_size = 5         # k
+  c.mc_method = 'kernel_shap'
+  c.mc_samples = None         # n (None: 2 d)
+  c.num_bins = 1              # lambda bins
+  c.clip_lambda = True
+  c.calibration_fraction = 1.0 / 3.0
+  c.exact_max_players = 12
+  c.hq_samples = None
+  c.baseline = 'zero'
+  c.space = 'probs'
+  c.fastshap = ml_collections.ConfigDict()
+  c.learned = ml_collections.ConfigDict()
+  c.chunk_size = None
+  c.seed = 0
+  return c
+
+
+@flax.struct.dataclass
+class SelectiveExplainer:
+  """What `fit` returns: the amortized explainer and its calibration.
+
+  Attributes:
+    amortized: the FastSHAP explainer (an ensemble for 'deep').
+    uncertainty_model: the learned uncertainty network, or None ('deep').
+    cal_uncertainty: `[n_cal]` s_h on the calibration split.
+    cal_num, cal_den: `[n_cal]` the closed-form lambda terms
+      (`lambda_terms` of Amor, MC^n and the targets on the calibration split).
+    coverage: the default alpha (static).
+    uncertainty: 'deep' or 'learned' (static).
+    mc_method, mc_samples: MC^n (static).
+    num_bins, clip_lambda: the combination function (static).
+    chunk_size: rows per call of MC^n (static; None automatic).
+  """
+
+  amortized: fastshap.FastSHAPExplainer
+  uncertainty_model: LearnedUncertainty | None
+  cal_uncertainty: Array
+  cal_num: Array
+  cal_den: Array
+  coverage: float = flax.struct.field(pytree_node=False)
+  uncertainty: str = flax.struct.field(pytree_node=False)
+  mc_method: str = flax.struct.field(pytree_node=False)
+  mc_samples: int = flax.struct.field(pytree_node=False)
+  num_bins: int = flax.struct.field(pytree_node=False)
+  clip_lambda: bool = flax.struct.field(pytree_node=False)
+  chunk_size: int | None = flax.struct.field(pytree_node=False, default=None)
+
+
+@flax.struct.dataclass
+class SelectiveExplanation:
+  """What `explain` returns (a pytree; `scores` as every `Explanation`).
+
+  Attributes:
+    scores: `[batch, d]` the selective explanations SE(x).
+    mask: None (not a selection method).
+    routed: bool `[batch]`, True where the explanation with initial guess
+      was used (s_h(x) > t_alpha).
+    num_inferences: int `[batch]`, black-box inferences spent on each input:
+      1 for every input (v(1) = f(x), the amortized explainer's efficiency
+      normalisation and the predicted class) plus, for routed inputs, MC^n's
+      n coalitions and its own v(1) (n + 1). v(0) is one more per call.
+    uncertainty: `[batch]` s_h(x).
+    amortized: `[batch, d]` Amor(x) (the ensemble mean).
+    lam: `[batch]` lambda_h(x) (1 for inputs that keep Amor(x)).
+    threshold: `[]` t_alpha.
+  """
+
+  scores: Array
+  routed: Array
+  num_inferences: Array
+  uncertainty: Array
+  amortized: Array
+  lam: Array
+  threshold: Array
+  mask: Array | None = None
+
+
+def _players(amortized: fastshap.FastSHAPExplainer) -> int:
+  return amortized.groups.num_groups
+
+
+def reference_explanations(amortized: fastshap.FastSHAPExplainer, x: Any, *,
+                           key: Any = None, target: Any = None,
+                           exact_max_players: int = 12,
+                           num_samples: int | None = None,
+                           chunk_size: int | None = None) -> Array:
+  """High-quality target explanations HQ(x) of the amortized explainer's game.
+
+  Exact Shapley values (`attribution.exact_shapley`, 2^d coalitions) when d
+  <= `exact_max_players`, else KernelSHAP with `num_samples` coalitions
+  (None: 2 d + 2048), on the same game (box, baseline, groups, space) as
+  `amortized`. Returns `[batch, d]` for the target (None: predicted class).
+  """
+  e = amortized
+  d = _players(e)
+  kw = dict(target=target, baseline=e.baseline, groups=e.groups,
+            space=e.space, chunk_size=chunk_size)
+  if d <= int(exact_max_players):
+    return attribution.exact_shapley(e.game, x, **kw)
+  return attribution.kernel_shap(e.game, x, key=key, num_samples=num_samples,
+                                 **kw)
+
+
+def mc_explanations(amortized: fastshap.FastSHAPExplainer, x: Any, *,
+                    key: Any, num_samples: int, method: str = 'kernel_shap',
+                    target: Any = None, chunk_size: int | None = None
+                    ) -> Array:
+  """The cheap Monte Carlo explainer MC^n(x) on the amortized game: `[batch, d]`.
+
+  'kernel_shap': KernelSHAP with n coalitions per input (paired; sizes
+  enumerated when the budget covers them; `attribution.kernel_shap`), each
+  input drawing its OWN coalitions (`shared_coalitions=False`): a per-input
+  Monte Carlo explainer whose errors are independent across inputs, so that
+  the combination weight fitted on the calibration split transfers to new
+  inputs (one shared draw per batch makes the whole batch's error one
+  random draw). Costs n + 1 model rows per input (v(1) included) and one
+  v(0) per call.
+  """
+  e = amortized
+  _checks.check_choice('mc_method', method, MC_METHODS)
+  return attribution.kernel_shap(
+      e.game, x, key=key, target=target, baseline=e.baseline,
+      groups=e.groups, space=e.space, num_samples=int(num_samples),
+      chunk_size=chunk_size, shared_coalitions=False)
+
+
+def _bucket(n: int) -> int:
+  """Rows a routed sub-batch is padded to (bounds recompilation): the next
+  power of two up to 1024, then the next multiple of 1024."""
+  if n <= 1024:
+    return max(8, 1 << (n - 1).bit_length())
+  return -(-n // 1024) * 1024
+
+
+def fit(key: Any, model: Any, x: Any,
+        config: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
+        *, x_calibration: Any = None, targets_calibration: Any = None,
+        targets_train: Any = None,
+        amortized: fastshap.FastSHAPExplainer | None = None,
+        groups: masking.FeatureGroups | None = None,
+        workdir: str | None = None, **overrides: Any) -> SelectiveExplainer:
+  """Fits a selective explainer (paper Algorithm 1) on `x`.
+
+  1. Splits x into the training split and the calibration split
+     (`calibration_fraction`, shuffled by `key`) unless `x_calibration` is
+     given.
+  2. Trains the amortized explainer on the training split: FastSHAP
+     (`fastshap.fit`) with `ensemble_size` members in one vmapped run,
+     unless `amortized` is given.
+  3. Computes the high-quality targets HQ on the calibration split
+     (`reference_explanations`; or `targets_calibration`) and, for learned
+     uncertainty, on the training split (or `targets_train`), and trains
+     the uncertainty network on the amortized explainer's errors
+     `||Amor - HQ||^2 / d` there.
+  4. On the calibration split: s_h, MC^n and the terms of the closed-form
+     lambda (`lambda_terms`), so that `explain` derives t_alpha and lambda
+     for any coverage without new model calls.
+
+  Every explanation is for the model's predicted class.
+
+  Args:
+    key: PRNG key or int seed (None: `config.seed`).
+    model: the explained `BlackBox` (a classifier for space 'probs').
+    x: `[n, *input_shape]` the training rows (and calibration rows when
+      `x_calibration` is None).
+    config: fields of `default_config` (None: defaults).
+    x_calibration: `[n_cal, *input_shape]` calibration rows.
+    targets_calibration: `[n_cal, d]` HQ explanations of the calibration
+      rows for their predicted class.
+    targets_train: `[n_train, d]` HQ explanations of the training rows
+      (learned uncertainty only).
+    amortized: an already trained `fastshap.FastSHAPExplainer` (then x is
+      only used for the learned uncertainty and the split).
+    groups: the players (default: FastSHAP's).
+    workdir: checkpoints of the FastSHAP and uncertainty training.
+    **overrides: fields of `default_config` by name.
+  Returns:
+    a `SelectiveExplainer`.
+  Raises:
+    ValueError: unknown config fields, ensemble_size < 2 for deep
+      uncertainty, a calibration split too small for num_bins, targets of
+      the wrong shape, bad x.
+  """
+  modality = protocol.peek('modality', config, overrides, 'tabular')
+  cfg = protocol.merge_config(default_config(modality), config, overrides,
+                              method='selective')
+  kind = _checks.check_choice('uncertainty', cfg.uncertainty, UNCERTAINTIES)
+  mc_method = _checks.check_choice('mc_method', cfg.mc_method, MC_METHODS)
+  _check_coverage(cfg.coverage)
+  k = _checks.check_int('ensemble_size', cfg.ensemble_size)
+  if kind == 'deep' and k < 2:
+    raise ValueError(f'deep uncertainty needs an ensemble: ensemble_size >= 2,'
+                     f' got {k}.')
+  num_bins = _checks.check_int('num_bins', cfg.num_bins)
+  frac = float(cfg.calibration_fraction)
+  if not 0.0 < frac < 1.0:
+    raise ValueError(f'calibration_fraction must be in (0, 1), got {frac}.')
+  key = _checks.as_key('key', key, default_seed=cfg.seed)
+  k_split, k_fs, k_hq, k_mc, k_unc = jax.random.split(key, 5)
+  x = np.asarray(x)
+  if x_calibration is None:
+    if x.ndim < 2 or x.shape[0] < 4:
+      raise ValueError(f'x must be [n, *input_shape] with n >= 4 rows to '
+                       f'split, got shape {x.shape}.')
+    perm = np.asarray(jax.random.permutation(k_split, x.shape[0]))
+    n_cal = max(1, int(round(frac * x.shape[0])))
+    x_cal, x_train = x[perm[:n_cal]], x[perm[n_cal:]]
+  else:
+    x_train, x_cal = x, np.asarray(x_calibration)
+  n_cal = int(x_cal.shape[0])
+  if n_cal < 2 * num_bins:
+    raise ValueError(f'the calibration split has {n_cal} rows, too few for '
+                     f'num_bins={num_bins} (at least 2 per bin, and the '
+                     'routed share of them at each coverage).')
+
+  if amortized is None:
+    fs_cfg = dict(cfg.fastshap.to_dict())
+    fs_cfg.update(ensemble_size=k, baseline=cfg.baseline, space=cfg.space,
+                  modality=modality)
+    amortized = fastshap.fit(
+        k_fs, model, x_train, fs_cfg, groups=groups,
+        workdir=None if workdir is None else f'{workdir}/fastshap')
+  elif not isinstance(amortized, fastshap.FastSHAPExplainer):
+    raise ValueError(f'amortized must be a fastshap.FastSHAPExplainer, got '
+                     f'{type(amortized).__name__}.')
+  elif kind == 'deep' and amortized.ensemble_size < 2:
+    raise ValueError('deep uncertainty needs an ensemble: the amortized '
+                     f'explainer has ensemble_size={amortized.ensemble_size}'
+                     ' (fit it with ensemble_size >= 2).')
+  d = _players(amortized)
+  n_mc = cfg.mc_samples if cfg.mc_samples is not None else 2 * d
+  n_mc = _checks.check_int('mc_samples', n_mc)
+  x_cal_j = _checks.check_model_input(amortized.model, x_cal, 'x_calibration')
+
+  def targets(name, value, rows, key_):
+    if value is None:
+      return reference_explanations(
+          amortized, rows, key=key_, exact_max_players=cfg.exact_max_players,
+          num_samples=cfg.hq_samples, chunk_size=cfg.chunk_size)
+    t = _checks.as_array(name, value)
+    if tuple(t.shape) != (rows.shape[0], d):
+      raise ValueError(f'{name} must have the shape of the explanations '
+                       f'[n, d] = {(rows.shape[0], d)}, got {tuple(t.shape)}.')
+    _checks.check_array(name, t, finite=True)
+    return t
+
+  hq_cal = targets('targets_calibration', targets_calibration, x_cal_j,
+                   jax.random.fold_in(k_hq, 0))
+  members = fastshap.explain(amortized, x_cal_j, members=True).scores
+  amor_cal = jnp.mean(members, axis=0)
+  unc_model = None
+  if kind == 'deep':
+    s_cal = deep_uncertainty(members)
+  else:
+    x_tr_j = _checks.check_model_input(amortized.model, x_train, 'x')
+    hq_tr = targets('targets_train', targets_train, x_tr_j,
+                    jax.random.fold_in(k_hq, 1))
+    amor_tr = fastshap.explain(amortized, x_tr_j).scores
+    errors = mse_per_input(amor_tr, hq_tr)
+    unc_model = fit_learned_uncertainty(
+        k_unc, x_tr_j, errors, modality=modality, groups=amortized.groups,
+        vocab_size=_vocab(amortized, x_tr_j),
+        workdir=None if workdir is None else f'{workdir}/uncertainty',
+        **cfg.learned.to_dict())
+    s_cal = predict_uncertainty(unc_model, x_cal_j)
+  mc_cal = mc_explanations(amortized, x_cal_j, key=k_mc, num_samples=n_mc,
+                           method=mc_method, chunk_size=cfg.chunk_size)
+  num, den = lambda_terms(amor_cal, mc_cal, hq_cal)
+  return SelectiveExplainer(
+      amortized=amortized, uncertainty_model=unc_model,
+      cal_uncertainty=jnp.asarray(s_cal), cal_num=num, cal_den=den,
+      coverage=float(cfg.coverage), uncertainty=kind, mc_method=mc_method,
+      mc_samples=n_mc, num_bins=num_bins, clip_lambda=bool(cfg.clip_lambda),
+      chunk_size=cfg.chunk_size)
+
+
+def _vocab(amortized: fastshap.FastSHAPExplainer, x: Array) -> int | None:
+  if amortized.modality != 'text':
+    return None
+  return int(getattr(amortized.net, 'vocab_size', int(jnp.max(x)) + 1))
+
+
+def uncertainty_scores(explainer: SelectiveExplainer, x: Any,
+                       members: Array | None = None) -> Array:
+  """s_h(x) `[batch]`: the ensemble's variance ('deep', from the members'
+  scores `[k, batch, d]` when given) or the learned network's prediction."""
+  if explainer.uncertainty == 'deep':
+    if members is None:
+      members = fastshap.explain(explainer.amortized, x, members=True).scores
+    return deep_uncertainty(members)
+  return predict_uncertainty(explainer.uncertainty_model, x)
+
+
+def explain(explainer: SelectiveExplainer, x: Any, *, key: Any = None,
+            target: Any = None, coverage: float | None = None
+            ) -> SelectiveExplanation:
+  """Selective explanations of `x` (paper Eq. for SE, Algorithm 1).
+
+      SE(x) = Amor(x)                                  if s_h(x) <= t_alpha,
+      SE(x) = lam(x) Amor(x) + (1 - lam(x)) MC^n(x)    otherwise,
+
+  with t_alpha the alpha-quantile of s_h on the calibration split (alpha =
+  `coverage`, the fraction that keeps the amortized explanation) and lam
+  the closed-form least-squares combination fitted on the calibration
+  points routed at this coverage (globally or per uncertainty bin).
+  MC^n runs only on the routed rows, gathered into one padded sub-batch.
+
+  Args:
+    explainer: from `fit`.
+    x: `[batch, *input_shape]`.
+    key: PRNG key or int seed of MC^n (required when a row is routed).
+    target: None (the predicted class), an int or int `[batch]`.
+    coverage: alpha in [0, 1] (None: the explainer's default). 1 returns
+      the amortized explanations exactly; 0 routes every input.
+  Returns:
+    a `SelectiveExplanation` (scores, routed, num_inferences, ...).
+  Raises:
+    ValueError: coverage outside [0, 1], bad x, target or key.
+  """
+  if not isinstance(explainer, SelectiveExplainer):
+    raise ValueError(f'explainer must be a SelectiveExplainer (from '
+                     f'selective.fit), got {type(explainer).__name__}.')
+  e = explainer
+  cov = e.coverage if coverage is None else coverage
+  _check_coverage(cov)
+  am = e.amortized
+  x = _checks.check_model_input(am.model, x)
+  bb.check_target(am.model, target, x.shape[0])
+  phi, raw = fastshap.attributions(am, x, members=True, return_outputs=True)
+  classes = fastshap.target_classes(am, x, target, raw)
+  members = jnp.take_along_axis(phi, classes[None, :, None, None],
+                                axis=-1)[..., 0]                # [k, b, d]
+  amor = jnp.mean(members, axis=0)
+  s = uncertainty_scores(e, x, members)
+  t = calibrate_threshold(e.cal_uncertainty, cov)
+  edges, lambdas = fit_lambdas(e.cal_num, e.cal_den, e.cal_uncertainty, t,
+                               num_bins=e.num_bins, clip=e.clip_lambda)
+  routed_np = np.asarray(route(s, t))
+  idx = np.flatnonzero(routed_np)
+  mc = jnp.zeros_like(amor)
+  if idx.size:
+    key = _checks.as_key('key', key, method='selective.explain')
+    pad = np.resize(idx, _bucket(idx.size))       # repeats fill the bucket
+    sub = mc_explanations(am, x[pad], key=key, num_samples=e.mc_samples,
+                          method=e.mc_method, target=classes[pad],
+                          chunk_size=e.chunk_size)
+    mc = mc.at[idx].set(sub[:idx.size])
+  scores, routed = selective_explanations(amor, mc, s, t, edges, lambdas)
+  lam = jnp.where(routed, lambda_of(s, edges, lambdas), 1.0)
+  inferences = 1 + routed.astype(jnp.int32) * (e.mc_samples + 1)
+  return SelectiveExplanation(
+      scores=scores, routed=routed, num_inferences=inferences,
+      uncertainty=s, amortized=amor, lam=lam, threshold=jnp.asarray(t))
+
+
+__all__ = [
+    'LearnedUncertainty', 'MC_METHODS', 'SelectiveExplainer',
+    'SelectiveExplanation', 'UNCERTAINTIES', 'calibrate_threshold', 'combine',
+    'coverage_curve', 'default_config', 'deep_uncertainty', 'ensemble_mean',
+    'explain', 'fit', 'fit_lambda', 'fit_lambdas', 'fit_learned_uncertainty',
+    'lambda_of', 'lambda_terms', 'mc_explanations', 'mse_per_input',
+    'predict_uncertainty', 'reference_explanations', 'route',
+    'selective_explanations', 'spearman_per_input', 'uncertainty_auroc',
+    'uncertainty_scores', 'uncertainty_spearman',
+]

@@ -472,6 +472,43 @@ def _kernel_core(box: bb.BlackBox, x: Array, base: Array | None,
   return constrained_shapley_regression(a, b, v1 - v0)
 
 
+@functools.partial(jax.jit, static_argnames=('space', 'd', 'num_samples',
+                                             'paired', 'enumerate_sizes',
+                                             'stratify', 'rows', 'items'))
+def _kernel_own_core(box: bb.BlackBox, x: Array, base: Array,
+                     target: Array | None,
+                     groups: masking.FeatureGroups | None, key: Array, *,
+                     space: str, d: int, num_samples: int, paired: bool,
+                     enumerate_sizes: bool, stratify: bool, rows: int,
+                     items: int) -> Array:
+  """KernelSHAP with coalitions drawn per example (`shared_coalitions=False`).
+
+  Example i draws its own coalitions from `fold_in(key, i)`; its `A_i` and
+  `b_i` are accumulated and the constrained regressions solved batched.
+  """
+  t, v1, v0 = coalitions.endpoints(box, x, base, target, space, rows, None)
+  score = _common.score_fn(box, space)
+  shape = tuple(x.shape[1:])
+  expand = (groups.expand if groups is not None
+            else (lambda m: m.reshape(m.shape[:-1] + shape)))
+  idx = jnp.arange(x.shape[0], dtype=jnp.uint32)
+
+  def one(args):
+    xi, bi, ti, v0i, i = args
+    z, w = kernel_shap_coalitions(jax.random.fold_in(key, i), d, num_samples,
+                                  paired=paired,
+                                  enumerate_sizes=enumerate_sizes,
+                                  stratify=stratify)
+    zf = z.astype(jnp.float32)
+    wz = w[:, None] * zf                                        # [n, d]
+    xm = masking.apply_mask(xi[None], expand(zf), bi)
+    v = score(xm, jnp.full((zf.shape[0],), ti, jnp.int32))      # [n]
+    return zf.T @ wz, wz.T @ (v - v0i)
+
+  a, b = bb.map_in_chunks(one, (x, base, t, v0, idx), items)
+  return constrained_shapley_regression(a, b, v1 - v0)
+
+
 def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
                 key: Array | int | None = None,
                 target: Array | int | None = None,
@@ -481,6 +518,7 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
                 data: Array | None = None,
                 num_samples: int | None = None, paired: bool = True,
                 enumerate_sizes: bool = True, stratify: bool = False,
+                shared_coalitions: bool = True,
                 groups: masking.FeatureGroups | None = None,
                 space: str = 'raw', chunk_size: int | None = None,
                 **unknown: Any) -> Array:
@@ -513,6 +551,13 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
 
   The coalitions are drawn once per call and SHARED by all examples of the
   batch (each example's estimate is the paper's estimator; `A` is solved once).
+  With `shared_coalitions=False` each example draws its own (from
+  `fold_in(key, i)`, i its row), so the examples' errors are independent: a
+  shared draw's error is common to the whole batch, and at small budgets it
+  varies a lot from draw to draw (d = 10, n = 20, 100 examples: over 40 keys
+  the batch MSE to exact values reached 2.4 times its median). Use it when
+  the estimates' errors must be independent across inputs (selective explanations
+  calibrate on them); every `A_i` is then solved separately.
 
   Background data (interventional Shapley values, as shap's
   `KernelExplainer(f, background)`): with `background=[m, *input_shape]`
@@ -546,6 +591,8 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
     paired: antithetic sampling.
     enumerate_sizes: see above.
     stratify: see above.
+    shared_coalitions: one draw of coalitions for the whole batch (True) or
+      one per example (False; not with a background or batched groups).
     groups: players = feature groups; else every input element.
     space: 'raw', 'probs' or 'log_probs'.
     chunk_size: model rows per call (memory bound); None = automatic.
@@ -580,6 +627,21 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
   elif key is not None:
     key = _checks.as_key('key', key, method='kernel_shap')
   n = (len(plan_k.w_fixed) + plan_k.num_sampled) if plan_k else 1
+  if not shared_coalitions and d > 1:
+    if bg is not None:
+      raise ValueError('shared_coalitions=False does not support background=;'
+                       ' use a baseline.')
+    if groups is not None and groups.batched:
+      raise ValueError('shared_coalitions=False needs shared groups (one '
+                       'assignment for every example).')
+    if key is None:
+      key = _checks.as_key('key', key, method='kernel_shap')
+    phi = _kernel_own_core(
+        box, x, base, t, groups, key, space=space, d=d,
+        num_samples=num_samples, paired=bool(paired),
+        enumerate_sizes=bool(enumerate_sizes), stratify=bool(stratify),
+        rows=chunk, items=max(1, chunk // n))
+    return _finish(phi, box, groups, 'kernel_shap')
   plan = coalitions.plan(x.shape[0], n * (repeats if bg is not None else 1),
                          1, chunk)
   phi = _kernel_core(box, x, base, t, groups, key, bg, space=space, d=d,
