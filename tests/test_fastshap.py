@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -195,3 +197,17 @@ def test_protocol_registration_and_config_errors():
     fastshap.explain(e, x[:2], target=3)
   with pytest.raises(ValueError, match='x'):
     fastshap.explain(e, x[:2, :3])
+
+
+def test_resume_from_workdir_is_exact(tmp_path):
+  box = _mlp_box()
+  x = _x(128)
+  kw = dict(batch_size=32, steps_per_call=1, checkpoint_every=5,
+            ensemble_size=2)
+  fastshap.fit(0, box, x, num_steps=20, workdir=str(tmp_path), **kw)
+  for step in ('15', '20'):   # an interruption after step 10
+    shutil.rmtree(tmp_path / 'checkpoints' / step)
+  resumed = fastshap.fit(0, box, x, num_steps=20, workdir=str(tmp_path), **kw)
+  fresh = fastshap.fit(0, box, x, num_steps=20, **kw)
+  np.testing.assert_allclose(fastshap.attributions(resumed, x[:8]),
+                             fastshap.attributions(fresh, x[:8]), atol=1e-6)

@@ -620,18 +620,17 @@ def fit(key: Array | int | None, model: bb.BlackBox | Any, x: Any,
         num_samples=num_samples, paired=bool(cfg.paired),
         normalization=normalization, modality=modality, pad_id=pad_id,
         members=members, member_coalitions=member_coalitions)
+  steps_per_call = _checks.check_int('steps_per_call', cfg.steps_per_call)
   if cfg.checkpoint_every is not None:
     every = _checks.check_int('checkpoint_every', cfg.checkpoint_every)
   else:
-    spc = int(cfg.steps_per_call)
-    every = max(spc, min(1000, -(-max(num_steps, 1) // 4 // spc) * spc))
+    every = train.default_checkpoint_every(num_steps, steps_per_call)
   if num_steps > 0:
     state, history = train.fit(
         loss_fn, params, data, tx=tx, key=k_train, batch_size=batch_size,
         num_steps=num_steps, workdir=workdir, checkpoint_every=every,
         log_every=_checks.check_int('log_every', cfg.log_every),
-        steps_per_call=_checks.check_int('steps_per_call',
-                                         cfg.steps_per_call))
+        steps_per_call=steps_per_call)
     params = jax.device_get(state.params)
   explainer = FastSHAPExplainer(
       params=params, game=game, model=box, baseline=baseline, null=null,

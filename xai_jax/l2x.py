@@ -367,25 +367,8 @@ def default_patch(image_shape: tuple[int, ...]) -> int:
   return 1
 
 
-def default_checkpoint_every(num_steps: int, steps_per_call: int = 1) -> int:
-  """Steps between checkpoints when `checkpoint_every` is None.
-
-  About 4 checkpoints per run, ceil(num_steps / 4), at most every 1000
-  steps (`train.fit`'s default), rounded up to a multiple of
-  `steps_per_call` (so the training loop compiles one program), at least
-  `steps_per_call`: an interrupted run of any length resumes from a recent
-  checkpoint.
-
-  Args:
-    num_steps: the run's total number of steps (>= 0).
-    steps_per_call: optimizer steps per jitted call (>= 1).
-
-  Returns:
-    The checkpoint period in steps (>= 1).
-  """
-  every = min(1000, max(1, -(-int(num_steps) // 4)))
-  spc = max(1, int(steps_per_call))
-  return max(spc, -(-every // spc) * spc)
+# The checkpoint cadence of every learned explainer lives in `train`.
+default_checkpoint_every = train.default_checkpoint_every
 
 
 def _default_groups(modality: str, input_shape: tuple[int, ...],
