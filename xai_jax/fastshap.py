@@ -549,14 +549,8 @@ def fit(key: Array | int | None, model: bb.BlackBox | Any, x: Any,
       raise ValueError(f'x holds token id {vmax} >= vocab_size={vocab_size}.')
   chunk = _checks.check_chunk_size(cfg.chunk_size or _CHUNK[modality])
   baseline = _baseline(cfg, x, input_shape)
-  batch_size = _checks.check_int('batch_size', cfg.batch_size)
-  if batch_size > n:
-    raise ValueError(f'batch_size={batch_size} is larger than the number of '
-                     f'rows of x (n={n}).')
-  num_steps = cfg.num_steps
-  if num_steps is None:
-    num_steps = _checks.check_int('epochs', cfg.epochs) * (n // batch_size)
-  num_steps = _checks.check_int('num_steps', num_steps, minimum=0)
+  batch_size, num_steps = train.resolve_steps(n, cfg.batch_size,
+                                              cfg.num_steps, cfg.epochs)
   opt_cfg = {'optimizer': cfg.optimizer, 'learning_rate': cfg.learning_rate,
              'schedule': cfg.schedule, 'weight_decay': cfg.weight_decay,
              'num_steps': max(num_steps, 1)}

@@ -727,14 +727,8 @@ def fit(
   num_classes = int(targets.shape[1])
 
   # ---- schedule.
-  batch_size = _checks.check_int('batch_size', cfg.batch_size)
-  if batch_size > n:
-    raise ValueError(f'batch_size={batch_size} is larger than the number of '
-                     f'rows of x (n={n}).')
-  num_steps = cfg.num_steps
-  if num_steps is None:
-    num_steps = _checks.check_int('epochs', cfg.epochs) * (n // batch_size)
-  num_steps = _checks.check_int('num_steps', num_steps, minimum=0)
+  batch_size, num_steps = train.resolve_steps(n, cfg.batch_size,
+                                              cfg.num_steps, cfg.epochs)
   realx_num_steps = cfg.realx_num_steps
   realx_num_steps = _checks.check_int(
       'realx_num_steps',

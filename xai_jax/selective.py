@@ -289,12 +289,18 @@ def lambda_terms(amortized: Array, mc: Array, targets: Array
     ValueError: shapes differ (naming the argument), or NaN/inf values.
   """
   a, m = _explanations(amortized, mc)
-  t = _checks.as_array('targets', targets)
-  if tuple(t.shape) != tuple(a.shape):
-    raise ValueError(f'targets must have the shape of the explanations '
-                     f'[n, d] = {tuple(a.shape)}, got {tuple(t.shape)}.')
-  t = _float_array('targets', t, ndim=2)
+  t = _targets_like('targets', targets, a)
   return _terms_kernel(a, m, t)
+
+
+def _targets_like(name: str, targets: Any, a: Array) -> Array:
+  """`targets` as float `[n, d]` with the explanations' shape, else a
+  ValueError naming `name`."""
+  t = _checks.as_array(name, targets)
+  if tuple(t.shape) != tuple(a.shape):
+    raise ValueError(f'{name} must have the shape of the explanations '
+                     f'[n, d] = {tuple(a.shape)}, got {tuple(t.shape)}.')
+  return _float_array(name, t, ndim=2)
 
 
 @jax.jit
@@ -718,11 +724,7 @@ def coverage_curve(amortized: Array, mc: Array, uncertainty_test: Array,
     routed).
   """
   a, m = _explanations(amortized, mc)
-  t_test = _checks.as_array('targets_test', targets_test)
-  if tuple(t_test.shape) != tuple(a.shape):
-    raise ValueError(f'targets_test must have the shape of the explanations '
-                     f'[n, d] = {tuple(a.shape)}, got {tuple(t_test.shape)}.')
-  t_test = _float_array('targets_test', t_test, ndim=2)
+  t_test = _targets_like('targets_test', targets_test, a)
   u_test = _float_array('uncertainty_test', uncertainty_test, ndim=1)
   if u_test.shape[0] != a.shape[0]:
     raise ValueError(f'uncertainty_test must have one score per test row '

@@ -123,6 +123,7 @@ __all__ = [
     'make_data_mesh',
     'epoch_batches',
     'default_checkpoint_every',
+    'resolve_steps',
     'fit',
     'save_checkpoint',
     'restore_latest',
@@ -1558,6 +1559,31 @@ class _Log:
     if self._writer is not None:
       self._writer.close()
     return {k: np.asarray(v) for k, v in self._history.items()}
+
+
+def resolve_steps(n: int, batch_size: Any, num_steps: Any = None,
+                  epochs: Any = None) -> tuple[int, int]:
+  """`(batch_size, num_steps)` of a learned explainer's config, checked.
+
+  `num_steps` when set, else `epochs * (n // batch_size)` (whole batches per
+  epoch, as `fit`'s in-memory feed).
+
+  Args:
+    n: rows of the training data.
+    batch_size: rows per step, in [1, n].
+    num_steps: total steps (>= 0) or None.
+    epochs: passes over the data (>= 1), used when `num_steps` is None.
+  Raises:
+    ValueError: naming the field: a batch larger than the data, a
+      non-positive batch or epochs, negative steps.
+  """
+  batch_size = _checks.check_int('batch_size', batch_size)
+  if batch_size > n:
+    raise ValueError(f'batch_size={batch_size} is larger than the number of '
+                     f'rows of x (n={n}).')
+  if num_steps is None:
+    num_steps = _checks.check_int('epochs', epochs) * (n // batch_size)
+  return batch_size, _checks.check_int('num_steps', num_steps, minimum=0)
 
 
 def default_checkpoint_every(num_steps: int, steps_per_call: int = 1) -> int:
