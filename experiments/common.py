@@ -270,6 +270,25 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+def finished_metrics(workdir: str, config: ml_collections.ConfigDict
+                     ) -> dict[str, Any] | None:
+  """The metrics.json of a finished run of `config` in `workdir`, else None.
+
+  Raises:
+    ValueError: `workdir` holds a finished run of another config (naming
+      the fields that differ).
+  """
+  if not os.path.exists(os.path.join(workdir, 'metrics.json')):
+    return None
+  mine = json.loads(config.to_json_best_effort(sort_keys=True))
+  saved = read_json(os.path.join(workdir, 'config.json'))
+  diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+  if diff:
+    raise ValueError(f'{workdir} holds a finished run of another config '
+                     f'(fields {diff} differ); use another --workdir.')
+  return read_json(os.path.join(workdir, 'metrics.json'))
+
+
 def read_json(path: str) -> dict[str, Any]:
   """Reads a JSON file."""
   with open(path) as f:

@@ -102,17 +102,10 @@ def _mean(v: Any) -> float:
 def _finished(config: ml_collections.ConfigDict, workdir: str
               ) -> dict[str, float] | None:
   """The metrics of a finished run of this config in `workdir`, else None."""
-  if not os.path.exists(os.path.join(workdir, 'metrics.json')):
-    return None
-  mine = json.loads(config.to_json_best_effort(sort_keys=True))
-  saved = common.read_json(os.path.join(workdir, 'config.json'))
-  diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-  if diff:
-    raise ValueError(f'{workdir} holds a finished run of another config '
-                     f'(fields {diff} differ); use another --workdir.')
-  logging.info('%s holds a finished run: not rerun.', workdir)
-  done = common.read_json(os.path.join(workdir, 'metrics.json'))
-  _figure(config, done, workdir)         # redrawn from the metrics
+  done = common.finished_metrics(workdir, config)
+  if done is not None:
+    logging.info('%s holds a finished run: not rerun.', workdir)
+    _figure(config, done, workdir)         # redrawn from the metrics
   return done
 
 
@@ -207,8 +200,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       try:
         mc = {s: selective.mc_explanations(
             amor, splits[s].x, key=jax.random.fold_in(k_mc, 2 * i + j),
-            num_samples=n) for j, s in enumerate(('cal', 'te'))}
-      except ValueError as e:        # NaN: an under-determined regression
+            num_samples=n, paired=config.mc_paired)
+              for j, s in enumerate(('cal', 'te'))}
+      except ValueError as e:        # a budget KernelSHAP cannot solve
         if bname == config.mc_budget:
           raise
         logging.warning('MC^%d failed, budget %s skipped: %s', n, bname, e)
@@ -219,6 +213,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         mc['te'], hq['te'])))
     res[f'spearman/mc_n_{bname}'] = _mean(selective.spearman_per_input(
         mc['te'], hq['te']))
+    if config.compare_pairing:       # the other pairing, test split only
+      other = 'unpaired' if config.mc_paired else 'paired'
+      try:
+        alt = selective.mc_explanations(
+            amor, te.x, key=jax.random.fold_in(k_mc, 2 * i + 1),
+            num_samples=n, paired=not config.mc_paired)
+        res[f'mse/mc_n_{bname}_{other}'] = float(jnp.mean(
+            selective.mse_per_input(alt, hq['te'])))
+      except ValueError as e:        # paired below 2 (d - 1): singular
+        logging.warning('MC^%d %s: %s', n, other, e)
+        res[f'mc_failed/{bname}_{other}'] = 1.0
     num, den = selective.lambda_terms(a['cal'], mc['cal'], hq['cal'])
     best = min(res['mse/amortized'], res[f'mse/mc_n_{bname}'])
     sfx = '' if bname == config.mc_budget else f'_{bname}'
@@ -299,9 +304,13 @@ def budget_table(r: dict[str, float]) -> dict[str, dict]:
   for b in BUDGETS:
     if f'mse/mc_n_{b}' in r:
       sfx = '' if b == _primary(r) else f'_{b}'
+      other = [k for k in (f'mse/mc_n_{b}_paired', f'mse/mc_n_{b}_unpaired')
+               if k in r]
       rows[f'n = {b}'] = {
           'n': budget_samples(b, int(r['d'])),
           'mse_mc': r[f'mse/mc_n_{b}'] / MSE_UNIT,
+          'mse_mc_other_pairing': (r[other[0]] / MSE_UNIT if other
+                                   else float('nan')),
           'spearman_mc': r[f'spearman/mc_n_{b}'],
           'deep@0.5': r[f'mse/selective_deep{sfx}/0.5'] / MSE_UNIT,
           'deep@0.8': r[f'mse/selective_deep{sfx}/0.8'] / MSE_UNIT,
@@ -325,7 +334,8 @@ def setup_table(r: dict[str, float]) -> dict[str, dict]:
 
 TABLES = ((table, ('mse@0.5', 'mse@0.8', 'mse@0.9', 'spearman@0.8',
                    'mse_area', 'below_both')),
-          (budget_table, ('n', 'mse_mc', 'spearman_mc', 'deep@0.5',
+          (budget_table, ('n', 'mse_mc', 'mse_mc_other_pairing',
+                          'spearman_mc', 'deep@0.5',
                           'deep@0.8', 'oracle@0.8', 'below_both_deep')),
           (setup_table, ('fastshap_spearman', 'mse_amortized', 'hq_noise',
                          'auroc_deep', 'spearman_deep', 'auroc_learned',

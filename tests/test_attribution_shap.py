@@ -177,6 +177,22 @@ def test_kernel_bad_inputs():
     shap.permutation_shap(BOX, X, key=key, num_permutations=0)
 
 
+def test_kernel_shap_paired_needs_twice_the_players():
+  # A pair (z, 1 - z) fixes one direction of phi: paired sampling is
+  # singular below 2 (d - 1) samples; unpaired needs d + 1.
+  box, x = _mlp_box(20), _x(6, 20)
+  with pytest.raises(ValueError, match='paired=True'):
+    shap.kernel_shap(box, x, key=0, num_samples=21, target=0)
+  for own in (True, False):
+    phi = shap.kernel_shap(box, x, key=0, num_samples=21, paired=False,
+                           target=0, shared_coalitions=own)
+    assert bool(jnp.isfinite(phi).all())
+    np.testing.assert_allclose(phi.sum(-1), _gap(box, x, jnp.zeros_like(x), 0),
+                               atol=1e-4)
+  assert bool(jnp.isfinite(shap.kernel_shap(box, x, key=0, num_samples=38,
+                                            target=0)).all())
+
+
 @pytest.mark.parametrize('d,n', [(10, 100), (100, 2248), (9, 57)])
 def test_kernel_plan_weights_cover_the_kernel_mass(d, n):
   for es, st, paired in [(True, False, True), (True, True, True),

@@ -851,8 +851,8 @@ def _standardise(x: Array, shift: Array | None, scale: Array | None) -> Array:
 def fit_learned_uncertainty(
     key: Array | int, x: Array, errors: Array, *, modality: str = 'tabular',
     groups: masking.FeatureGroups | None = None,
-    vocab_size: int | None = None, hidden: Sequence[int] = (128, 128),
-    num_steps: int = 2000, batch_size: int = 128,
+    vocab_size: int | None = None, hidden: Sequence[int] = (64,),
+    num_steps: int = 500, batch_size: int = 128,
     learning_rate: float = 1e-3, pad_id: int = 0,
     workdir: str | None = None) -> LearnedUncertainty:
   """Learned uncertainty: a network that predicts Amor's error (§3).
@@ -1020,6 +1020,11 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
     mc_method: the Monte Carlo explainer MC^n: 'kernel_shap' (on the same
       game as the amortized explainer, coalitions drawn per input).
     mc_samples: n, its model inferences (coalitions) per input (None: 2 d).
+    mc_paired: draw MC^n's coalitions in antithetic pairs (z, 1 - z). Off
+      by default: a pair fixes one direction of phi, so at n of a few d the
+      paired regression is near-singular (singular below 2 (d - 1)) and its
+      error is many times the unpaired draw's (docs/selective.md, "Monte
+      Carlo budget").
     num_bins: lambda per uncertainty bin (1: one global lambda; paper §4).
     clip_lambda: clip lambda to [0, 1].
     calibration_fraction: the share of `fit`'s x held out as the calibration
@@ -1048,6 +1053,7 @@ def default_config(modality: str = 'tabular') -> ml_collections.ConfigDict:
   c.ensemble_size = 5         # k
   c.mc_method = 'kernel_shap'
   c.mc_samples = None         # n (None: 2 d)
+  c.mc_paired = False
   c.num_bins = 1              # lambda bins
   c.clip_lambda = True
   c.calibration_fraction = 1.0 / 3.0
@@ -1074,7 +1080,7 @@ class SelectiveExplainer:
       (`lambda_terms` of Amor, MC^n and the targets on the calibration split).
     coverage: the default alpha (static).
     uncertainty: 'deep' or 'learned' (static).
-    mc_method, mc_samples: MC^n (static).
+    mc_method, mc_samples, mc_paired: MC^n (static).
     num_bins, clip_lambda: the combination function (static).
     chunk_size: rows per call of MC^n (static; None automatic).
   """
@@ -1088,6 +1094,7 @@ class SelectiveExplainer:
   uncertainty: str = flax.struct.field(pytree_node=False)
   mc_method: str = flax.struct.field(pytree_node=False)
   mc_samples: int = flax.struct.field(pytree_node=False)
+  mc_paired: bool = flax.struct.field(pytree_node=False)
   num_bins: int = flax.struct.field(pytree_node=False)
   clip_lambda: bool = flax.struct.field(pytree_node=False)
   chunk_size: int | None = flax.struct.field(pytree_node=False, default=None)
@@ -1150,12 +1157,13 @@ def reference_explanations(amortized: fastshap.FastSHAPExplainer, x: Any, *,
 
 def mc_explanations(amortized: fastshap.FastSHAPExplainer, x: Any, *,
                     key: Any, num_samples: int, method: str = 'kernel_shap',
-                    target: Any = None, chunk_size: int | None = None
-                    ) -> Array:
+                    paired: bool = False, target: Any = None,
+                    chunk_size: int | None = None) -> Array:
   """The cheap Monte Carlo explainer MC^n(x) on the amortized game: `[batch, d]`.
 
-  'kernel_shap': KernelSHAP with n coalitions per input (paired; sizes
-  enumerated when the budget covers them; `attribution.kernel_shap`), each
+  'kernel_shap': KernelSHAP with n coalitions per input (unpaired unless
+  `paired`; sizes enumerated when the budget covers them;
+  `attribution.kernel_shap`), each
   input drawing its OWN coalitions (`shared_coalitions=False`): a per-input
   Monte Carlo explainer whose errors are independent across inputs, so that
   the combination weight fitted on the calibration split transfers to new
@@ -1168,7 +1176,7 @@ def mc_explanations(amortized: fastshap.FastSHAPExplainer, x: Any, *,
   return attribution.kernel_shap(
       e.game, x, key=key, target=target, baseline=e.baseline,
       groups=e.groups, space=e.space, num_samples=int(num_samples),
-      chunk_size=chunk_size, shared_coalitions=False)
+      paired=bool(paired), chunk_size=chunk_size, shared_coalitions=False)
 
 
 def _bucket(n: int) -> int:
@@ -1311,13 +1319,14 @@ def fit(key: Any, model: Any, x: Any,
         **cfg.learned.to_dict())
     s_cal = predict_uncertainty(unc_model, x_cal_j)
   mc_cal = mc_explanations(amortized, x_cal_j, key=k_mc, num_samples=n_mc,
-                           method=mc_method, chunk_size=cfg.chunk_size)
+                           method=mc_method, paired=bool(cfg.mc_paired),
+                           chunk_size=cfg.chunk_size)
   num, den = lambda_terms(amor_cal, mc_cal, hq_cal)
   return SelectiveExplainer(
       amortized=amortized, uncertainty_model=unc_model,
       cal_uncertainty=jnp.asarray(s_cal), cal_num=num, cal_den=den,
       coverage=float(cfg.coverage), uncertainty=kind, mc_method=mc_method,
-      mc_samples=n_mc, num_bins=num_bins, clip_lambda=bool(cfg.clip_lambda),
+      mc_samples=n_mc, mc_paired=bool(cfg.mc_paired), num_bins=num_bins, clip_lambda=bool(cfg.clip_lambda),
       chunk_size=cfg.chunk_size)
 
 
@@ -1389,7 +1398,8 @@ def explain(explainer: SelectiveExplainer, x: Any, *, key: Any = None,
     key = _checks.as_key('key', key, method='selective.explain')
     pad = np.resize(idx, _bucket(idx.size))       # repeats fill the bucket
     sub = mc_explanations(am, x[pad], key=key, num_samples=e.mc_samples,
-                          method=e.mc_method, target=classes[pad],
+                          method=e.mc_method, paired=e.mc_paired,
+                          target=classes[pad],
                           chunk_size=e.chunk_size)
     mc = mc.at[idx].set(sub[:idx.size])
   scores, routed = selective_explanations(amor, mc, s, t, edges, lambdas)

@@ -588,7 +588,11 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
     data: `[m, *input_shape]` data set for `baseline='mean'`.
     num_samples: coalitions evaluated per example, >= d + 1; None = shap's
       'auto', `2 d + 2048`. Capped at `2^d - 2`.
-    paired: antithetic sampling.
+    paired: antithetic sampling `(z, 1 - z)`. A pair determines one
+      direction of phi under the efficiency constraint, so paired sampling
+      needs `num_samples >= 2 (d - 1)` and stays badly conditioned near it:
+      at budgets of a few d draw unpaired (docs/selective.md, "Monte Carlo
+      budget").
     enumerate_sizes: see above.
     stratify: see above.
     shared_coalitions: one draw of coalitions for the whole batch (True) or
@@ -601,8 +605,8 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
   Returns:
     `[batch, num_groups]` with groups, else `[batch, *input_shape]`.
   Raises:
-    ValueError: `num_samples < d + 1`, missing key, bad shapes/values, a
-      model returning NaN or inf.
+    ValueError: `num_samples < d + 1` (`< 2 (d - 1)` when paired), missing
+      key, bad shapes/values, a model returning NaN or inf.
   """
   _common.check_options('kernel_shap', unknown, allowed=())
   box, x, t, base, bg, groups, d, chunk = _prepare(
@@ -621,6 +625,16 @@ def kernel_shap(model: bb.BlackBox | Callable, x: Array, *,
     num_samples = min(num_samples, (1 << d) - 2)
   plan_k = (_kernel_plan(d, num_samples, bool(enumerate_sizes), bool(paired),
                          bool(stratify)) if d > 1 else None)
+  if (paired and plan_k is not None and plan_k.num_sampled
+      and num_samples < 2 * (d - 1)):
+    # A pair (z, 1 - z) tells the constrained regression one direction
+    # (z^T phi), so n paired samples fix n / 2 + 1 of the d directions.
+    raise ValueError(
+        f'num_samples={num_samples} with paired=True is too small for d={d} '
+        f'players: paired coalitions (z, 1 - z) give num_samples / 2 '
+        f'independent equations, so the regression is singular below '
+        f'2 (d - 1) = {2 * (d - 1)}. Use paired=False (needs d + 1) or more '
+        'samples.')
   sampled_rows = bg is not None and repeats < bg.shape[0]
   if (plan_k is not None and plan_k.num_sampled) or sampled_rows:
     key = _checks.as_key('key', key, method='kernel_shap')
