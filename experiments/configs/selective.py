@@ -32,25 +32,24 @@ the mean +- sd over seeds 0, 1, 2 and every other number; MSE to HQ on the
 test split, primary budget n = 2d):
   tabular_d10     make_dense(4000, seed, d=10), MLP 10-128-128-2, exact
                   Shapley targets. FastSHAP Spearman 0.968, MSE Amor 1.51e-4,
-                  MC^20 1.20e-3, selective (deep) 1.40e-4 at alpha 0.5 and
-                  1.44e-4 at 0.8: below both at every alpha. 38 s.
+                  MC^20 1.47e-3, selective (deep) 1.40e-4 at alpha 0.5 and
+                  1.45e-4 at 0.8: below both at every alpha. 46 s.
   tabular_d100    make_dense(4000, seed, d=100), MLP 100-128-128-2, tanh
                   FastSHAP (below), KernelSHAP targets with 10,000
                   coalitions. FastSHAP Spearman 0.611, MSE Amor 2.06e-4,
-                  MC^200 5.53e-3, selective (deep) 2.02e-4 at 0.5; at n = 4d
-                  MC^400 alone (8.99e-5) beats Amor and selective (1.39e-4 at
-                  0.5). MC^101 is NaN (budget skipped). 146 s.
+                  MC^200 4.08e-4, selective (deep) 1.74e-4 at 0.5; at n = 4d
+                  MC^400 alone (1.44e-4) beats Amor and selective (1.49e-4 at
+                  0.5). 112 s.
   breast_cancer   scikit-learn's 569 rows (285/142/142), d = 30, MLP
                   30-128-128-2, KernelSHAP targets with 10,000 coalitions.
-                  FastSHAP Spearman 0.919, MSE Amor 7.21e-4, MC^60 1.33 (an
-                  ill-conditioned regression), selective (deep) 7.15e-4 at
-                  0.5 but 7.45e-4 at 0.8: not below Amor everywhere. At n =
-                  4d: 5.92e-4 at 0.5 (Amor 7.21e-4, MC^120 5.27e-3). 35 s.
+                  FastSHAP Spearman 0.919, MSE Amor 7.21e-4, MC^60 1.93e-2,
+                  selective (deep) 6.71e-4 at 0.5 and 6.77e-4 at 0.8: below
+                  both at every alpha. 41 s.
   synthetic_text  make_text(4000, seed, seq_len=20, vocab_size=50), every
                   row 20 tokens long (d = 20 players), text CNN; KernelSHAP
                   targets with 10,000 coalitions (4,096 on the train split).
-                  FastSHAP Spearman 0.963, MSE Amor 2.65e-5, MC^40 0.109;
-                  lambda ~ 1, so selective = Amor to 3 digits. 137 s.
+                  FastSHAP Spearman 0.963, MSE Amor 2.71e-5, MC^40 1.59e-2;
+                  lambda ~ 1, so selective = Amor to 3 digits. 179 s.
 
 metrics.json keys (flat; <alpha> in 0.0, 0.1, ..., 1.0; <budget> in d_plus_1,
 2d, 4d, the MC^n budgets n = d + 1, 2d, 4d; the primary budget is
