@@ -280,8 +280,7 @@ def _group_samples(key: Array | int, n: int, g: int, sampling: str) -> Array:
   else:
     u = jax.random.uniform(key, (n, g + 1))
     removed = jnp.minimum(jnp.floor(u[:, :1] * g).astype(jnp.int32) + 1, g)
-    ranks = jnp.argsort(jnp.argsort(u[:, 1:], -1), -1)
-    z = ranks >= removed
+    z = ~coalitions.smallest_mask(u[:, 1:], removed[:, 0])
   return z.at[0].set(True)
 
 

@@ -364,7 +364,7 @@ def _subsets_of_sizes(key: Array | int, sizes: Array, d: int, paired: bool
                       ) -> Array:
   """One uniform subset of each given size (+ its complement if paired)."""
   u = jax.random.uniform(key, (sizes.shape[0], d))
-  z = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1) < sizes[:, None]
+  z = coalitions.smallest_mask(u, sizes)
   if paired:
     z = jnp.stack([z, ~z], axis=1).reshape(2 * sizes.shape[0], d)
   return z
