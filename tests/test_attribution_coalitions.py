@@ -240,3 +240,13 @@ def test_batched_groups_of_another_batch_are_rejected():
   C.require_shared_groups(masking.feature_groups((D,)), 'method')
   with pytest.raises(ValueError, match='method needs groups shared'):
     C.require_shared_groups(g, 'method')
+
+
+@pytest.mark.parametrize('d', [1, 10, 32, 33, 100])
+def test_smallest_mask_equals_double_argsort(d):
+  u = jax.random.uniform(jax.random.key(d), (257, d))
+  k = jax.random.randint(jax.random.key(d + 1), (257,), 0, d + 1)
+  want = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1) < k[:, None]
+  got = C.smallest_mask(u, k)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got.sum(-1), k)

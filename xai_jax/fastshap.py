@@ -44,7 +44,11 @@ the game is evaluated once per step for the whole ensemble
 (`member_coalitions='independent'` draws per-member coalitions, k times the
 model rows). Member `i` is initialised from `fold_in(key_init, i)`: an
 ensemble equals its members trained one at a time with `ensemble_size=1,
-first_member=i`. `explain` returns the ensemble mean; `attributions(...,
+first_member=i` up to float rounding (the vmapped matmuls sum in another
+order): bit-equal for short runs (20 steps in the tests), while over 2,000
+steps rounding differences grow to a max abs difference of ~0.03 in some
+members (docs/speed.md), as between two runs on different hardware.
+`explain` returns the ensemble mean; `attributions(...,
 members=True)` every member (`selective.deep_uncertainty` scores their
 disagreement).
 
