@@ -11,12 +11,7 @@ from experiments.configs import normlime as normlime_config
 
 def _config(variant, **overrides):
   c = normlime_config.get_config(variant)
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)   # 'a.b' = field b of a
   return c
 
 

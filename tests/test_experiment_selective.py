@@ -13,12 +13,7 @@ ALPHAS = ('0.0', '0.5', '0.8', '0.9', '1.0')
 
 def _config(variant, **overrides):
   c = selective_config.get_config(variant)
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)   # 'a.b' = field b of a
   return c
 
 
