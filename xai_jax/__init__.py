@@ -26,6 +26,7 @@ from xai_jax import attribution
 from xai_jax import blackbox
 from xai_jax import data
 from xai_jax import fastshap
+from xai_jax import iba
 from xai_jax import l2x
 from xai_jax import masking
 from xai_jax import metrics
@@ -57,6 +58,7 @@ from xai_jax.relax import subset_topk
 # name -> method (a module or a small object with default_config/fit/explain).
 EXPLAINERS = {
     'fastshap': fastshap,
+    'iba': iba,
     'l2x': l2x,
     'normlime': normlime,
     'selective': selective,
