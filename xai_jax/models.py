@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax import _checks
+from xai_jax import nets
 
 _ACTS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': nn.relu, 'selu': nn.selu, 'gelu': nn.gelu, 'tanh': jnp.tanh}
@@ -62,7 +63,7 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     for i, f in enumerate(self.features):
       x = nn.relu(nn.Conv(f, (3, 3), name=f'conv{i + 1}')(x))
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = nets.max_pool_2x2(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.dense, name='dense1')(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
