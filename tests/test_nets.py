@@ -316,3 +316,15 @@ def test_int_seed_equals_its_key():
   pa, sa = nets.init_approximator(app, 3, x, jnp.ones_like(x))
   pb, sb = nets.init_approximator(app, jax.random.key(3), x, jnp.ones_like(x))
   jax.tree.map(np.testing.assert_array_equal, (pa, sa), (pb, sb))
+
+
+@pytest.mark.parametrize('shape', [(3, 14, 14, 5), (2, 7, 9, 3), (1, 2, 2, 1)])
+def test_max_pool_2x2_equals_linen_max_pool(shape):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), shape)
+  np.testing.assert_array_equal(nets.max_pool_2x2(x),
+                                nn.max_pool(x, (2, 2), (2, 2)))
+  # without ties the gradient is the same one-hot routing
+  g = jax.grad(lambda a: jnp.sum(nets.max_pool_2x2(a) ** 2))(x)
+  want = jax.grad(lambda a: jnp.sum(nn.max_pool(a, (2, 2), (2, 2)) ** 2))(x)
+  np.testing.assert_allclose(g, want, atol=1e-6)
