@@ -79,8 +79,11 @@ def test_linen_split_of_cnn_layer():
 def test_unknown_split_layer_is_clear():
   m = _Net()
   v = m.init(jax.random.key(0), jnp.ones((1, 5)))
-  with pytest.raises(ValueError, match='split_at'):
+  with pytest.raises(ValueError, match='split_at') as err:
     bb.from_linen(m, v, input_shape=(5,), split_at='nope')
+  # the message lists the layers one can split at
+  names = bb.submodule_paths(v)
+  assert 'mid' in names and all(n in str(err.value) for n in names)
 
 
 def test_no_split_error(linen_box):

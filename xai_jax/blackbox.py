@@ -484,12 +484,32 @@ def from_linen(module: nn.Module, variables: PyTree, *,
       lat = None
     if lat is None:
       raise ValueError(f'split_at={split_at!r} names no submodule of '
-                       f'{type(module).__name__} that is called in apply.')
+                       f'{type(module).__name__} that is called in apply; '
+                       f'its submodules with parameters: '
+                       f'{submodule_paths(variables)}.')
     latent_shape = tuple(lat.shape[1:])
   return BlackBox(apply_fn=apply_fn, params=variables, input_shape=input_shape,
                   output=output, num_outputs=n, input_dtype=input_dtype,
                   head_fn=head_fn, tail_fn=tail_fn, latent_shape=latent_shape,
                   name=name)
+
+
+def submodule_paths(variables: PyTree) -> list[str]:
+  """The 'a/b' paths of the submodules holding parameters in a Linen
+  `variables` dict (the names `from_linen(..., split_at=)` accepts; modules
+  without parameters, such as pooling or dropout, are not listed)."""
+  params = variables.get('params', {}) if hasattr(variables, 'get') else {}
+  out: list[str] = []
+
+  def walk(tree: Any, prefix: tuple[str, ...]) -> None:
+    for name, sub in tree.items():
+      if hasattr(sub, 'items'):
+        path = (*prefix, str(name))
+        out.append('/'.join(path))
+        walk(sub, path)
+
+  walk(params, ())
+  return out
 
 
 def _cached(factory: Callable, *args: Any) -> Callable:
