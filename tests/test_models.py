@@ -3,8 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 
+from xai_jax import blackbox as bb
 from xai_jax import models
 
 
@@ -94,3 +96,22 @@ def test_fit_classifier_takes_int_seeds_and_keys():
   np.testing.assert_allclose(a(x), b(x))
   with pytest.raises(ValueError, match='key'):
     models.fit_classifier('mlp', {'num_classes': 2}, x, y, key=-1, **kw)
+
+
+def test_embedding_blackbox_split_recomposes_and_names_layers():
+  m = models.TextCNN(num_classes=2, vocab_size=30, embed_dim=8, filters=16,
+                     hidden=16)
+  t = jnp.asarray(np.random.RandomState(0).randint(0, 30, (3, 12)))
+  v = m.init(jax.random.key(0), t)
+  box = bb.from_linen(m, v, input_shape=(12,), input_dtype='int')
+  view, to_input = models.embedding_blackbox(box, m, split_at='conv')
+  z = to_input(t)
+  assert view.latent_shape == (12, 16)
+  np.testing.assert_allclose(view.tail(view.head(z)), box(t), atol=1e-5)
+  # the head is the conv's pre-activation output on the masked embeddings
+  e = jnp.take(v['params']['embed']['embedding'], t, axis=0)
+  e = e * (t > 0)[..., None]
+  ref = nn.Conv(16, (3,)).apply({'params': v['params']['conv']}, e)
+  np.testing.assert_allclose(view.head(z), ref, atol=1e-5)
+  with pytest.raises(ValueError, match="'embed', 'conv', 'dense1', 'head'"):
+    models.embedding_blackbox(box, m, split_at='nope')

@@ -171,7 +171,8 @@ def takes_train_flag(name: str) -> bool:
 
 
 
-def embedding_blackbox(box: Any, module: nn.Module
+def embedding_blackbox(box: Any, module: nn.Module, *,
+                       split_at: str | None = None
                        ) -> tuple[Any, Callable[[Any], jax.Array]]:
   """A float-input view of a `TextCNN` black box, for gradient methods.
 
@@ -186,12 +187,17 @@ def embedding_blackbox(box: Any, module: nn.Module
     box: a `blackbox.BlackBox` of `module` (`from_linen`, input `int[n, L]`,
       parameters with an 'embed' layer).
     module: the `TextCNN` (or any module with an `nn.Embed` named 'embed').
+    split_at: optional submodule name ('conv'): the view is then split
+      there like `blackbox.from_linen(..., split_at=)`, `view.head(z)` the
+      submodule's output and `view.tail(latent)` the rest (latent methods
+      on the embeddings: InputIBA's text bottleneck).
   Returns:
     `(view, to_input)`: the view, a logits `BlackBox` on `[n, L, D + 1]`,
     and `to_input(tokens int[n, L]) -> z [n, L, D + 1]`, so that
     `view(to_input(t)) == box(t)`.
   Raises:
-    ValueError: the box's parameters have no 'embed' embedding table.
+    ValueError: the box's parameters have no 'embed' embedding table;
+      `split_at` names no submodule called in apply.
   """
   from xai_jax import blackbox as bb  # pylint: disable=g-import-not-at-top
   params = box.params
@@ -222,6 +228,48 @@ def embedding_blackbox(box: Any, module: nn.Module
   seq_len = box.input_shape[0]
   view = bb.from_jax(apply_fn, input_shape=(seq_len, table.shape[1] + 1),
                      params=params, output='logits', name='text_embeddings')
+  if split_at is not None:
+    path = tuple(p for p in str(split_at).split('/') if p)
+
+    def head_fn(variables, z):
+      e, valid = z[..., :-1], z[..., -1]
+      tokens = (valid > 0.5).astype(jnp.int32)
+
+      def interceptor(next_fun, args, kwargs, context):
+        if context.module.name == 'embed' and context.method_name == '__call__':
+          return e
+        return next_fun(*args, **kwargs)
+
+      with nn.intercept_methods(interceptor):
+        _, state = module.apply(
+            variables, tokens, mutable=['intermediates'],
+            capture_intermediates=lambda mdl, meth: (mdl.path == path and
+                                                     meth == '__call__'))
+      node = state['intermediates']
+      for p in path:
+        node = node[p]
+      return node['__call__'][0]
+
+    def tail_fn(variables, latent):
+      def interceptor(next_fun, args, kwargs, context):
+        if context.module.path == path and context.method_name == '__call__':
+          return latent
+        return next_fun(*args, **kwargs)
+      dummy = jnp.ones((latent.shape[0], seq_len), jnp.int32)
+      with nn.intercept_methods(interceptor):
+        return module.apply(variables, dummy)
+
+    probe = jax.ShapeDtypeStruct((2, seq_len, table.shape[1] + 1),
+                                 jnp.float32)
+    try:
+      lat = jax.eval_shape(head_fn, params, probe)
+    except KeyError:
+      raise ValueError(
+          f'split_at={split_at!r} names no submodule of '
+          f'{type(module).__name__} that is called in apply; its submodules '
+          f'with parameters: {bb.submodule_paths(params)}.') from None
+    view = view.replace(head_fn=head_fn, tail_fn=tail_fn,
+                        latent_shape=tuple(lat.shape[1:]))
   return view, to_input
 
 
