@@ -929,7 +929,9 @@ def sum_in_chunks(fn: Callable[[PyTree], PyTree], xs: PyTree, chunk: int
 def forward_in_chunks(box: BlackBox, x: Array, chunk_size: int) -> Array:
   """The box's raw outputs on a large batch, `chunk_size` rows per call.
 
-  `map_batches` over the box's apply function. Traceable.
+  `map_batches` over the box's apply function, jitted (called eagerly it
+  would dispatch a Linen module op by op: 28 ms instead of 0.2 ms for one
+  CNN row). Traceable.
 
   Args:
     box: the black box.
@@ -941,6 +943,11 @@ def forward_in_chunks(box: BlackBox, x: Array, chunk_size: int) -> Array:
     ValueError: `chunk_size` is not a positive int.
   """
   _checks.check_int('chunk_size', chunk_size, minimum=1)
+  return _forward_in_chunks(box, x, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _forward_in_chunks(box: BlackBox, x: Array, chunk_size: int) -> Array:
   return map_batches(functools.partial(box.apply_fn, box.params), x,
                      chunk_size)
 
