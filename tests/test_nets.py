@@ -328,3 +328,22 @@ def test_max_pool_2x2_equals_linen_max_pool(shape):
   g = jax.grad(lambda a: jnp.sum(nets.max_pool_2x2(a) ** 2))(x)
   want = jax.grad(lambda a: jnp.sum(nn.max_pool(a, (2, 2), (2, 2)) ** 2))(x)
   np.testing.assert_allclose(g, want, atol=1e-6)
+
+
+@pytest.mark.parametrize('shape,kernel,stride,padding', [
+    ((2, 14, 14, 6), 4, 2, 1), ((2, 7, 7, 5), 3, 1, 1), ((3, 9, 4), 4, 2, 1)])
+def test_patch_conv_equals_linen_conv(shape, kernel, stride, padding):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), shape)
+  s = len(shape) - 2
+  pc = nets.PatchConv(7, kernel, stride, padding)
+  p = pc.init(jax.random.key(1), x)
+  p = jax.tree.map(lambda a: a + 0.1, p)           # a non-zero bias
+  conv = nn.Conv(7, (kernel,) * s, strides=(stride,) * s,
+                 padding=[(padding, padding)] * s)
+  cp = {'params': {'kernel': p['params']['kernel'].reshape(
+      (kernel,) * s + (shape[-1], 7)), 'bias': p['params']['bias']}}
+  np.testing.assert_allclose(pc.apply(p, x), conv.apply(cp, x), atol=1e-5)
+  g = jax.grad(lambda a: jnp.sum(pc.apply(p, a) ** 2))(x)
+  want = jax.grad(lambda a: jnp.sum(conv.apply(cp, a) ** 2))(x)
+  np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)

@@ -19,7 +19,7 @@ networks), `realx` (REAL-X predictor, EVAL-X evaluator), `attribution`
 `attribution.coalitions`), `metrics` (pure metric functions), `retrain` (keep-
 and-retrain, remove-and-retrain), `viz` (figures), `timing` (block timer),
 `data`, `models`, and the methods (`l2x`, `normlime`, `fastshap`,
-`selective`).
+`selective`, `iba`, `input_iba`).
 """
 
 from xai_jax import attribution
@@ -27,6 +27,7 @@ from xai_jax import blackbox
 from xai_jax import data
 from xai_jax import fastshap
 from xai_jax import iba
+from xai_jax import input_iba
 from xai_jax import l2x
 from xai_jax import masking
 from xai_jax import metrics
@@ -59,6 +60,7 @@ from xai_jax.relax import subset_topk
 EXPLAINERS = {
     'fastshap': fastshap,
     'iba': iba,
+    'input_iba': input_iba,
     'l2x': l2x,
     'normlime': normlime,
     'selective': selective,
