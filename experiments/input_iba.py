@@ -39,10 +39,7 @@ from xai_jax import train
 from xai_jax import viz
 from experiments.configs import input_iba as cfg_module
 
-_SUMMARIZE = flags.DEFINE_string(
-    'summarize', None, 'Comma-separated workdirs of finished runs: print '
-    'the mean +- sd of their metrics instead of running.')
-_CONFIG = _WORKDIR = None
+_CONFIG = _WORKDIR = _SUMMARIZE = None
 SCORE_KEYS = ('ehr', 'pointing_game', 'auroc', 'insertion_auc',
               'deletion_auc', 'sensitivity_n', 'tpr')
 
@@ -184,7 +181,9 @@ def score(config: ml_collections.ConfigDict, box: bb.BlackBox, ds: Any,
     out['sensitivity_n'] = float(np.mean(sens))
   else:                                                   # text
     gt = np.asarray(ds.ground_truth, bool)
-    r = xm.tpr_fdr_at_k(m, gt, int(config.num_planted))
+    # PAD positions are never selected (they carry no word)
+    ranked = np.where(np.asarray(ds.x) > 0, m, np.min(m) - 1e6)
+    r = xm.tpr_fdr_at_k(ranked, gt, int(config.num_planted))
     out['tpr'] = float(r['tpr_mean'])
   return out
 
@@ -276,10 +275,14 @@ def main(argv: list[str]) -> None:
 
 
 def _define_flags() -> None:
-  global _CONFIG, _WORKDIR
+  """Defines the binary's flags (only when run as a program)."""
+  global _CONFIG, _WORKDIR, _SUMMARIZE
   _CONFIG, _WORKDIR = common.define_config_flags(
       'experiments/configs/input_iba.py:synthetic_images',
       workdir_required=False)
+  _SUMMARIZE = flags.DEFINE_string(
+      'summarize', None, 'Comma-separated workdirs of finished runs: print '
+      'the mean +- sd of their metrics instead of running.')
 
 
 if __name__ == '__main__':

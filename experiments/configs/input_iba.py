@@ -155,7 +155,7 @@ def get_config(arg: str = 'synthetic_images') -> ml_collections.ConfigDict:
     c.num_steps = 800
     c.learning_rate = 1e-3
     c.methods = ('iba', 'input_iba', 'saliency', 'integrated_gradients',
-                 'smoothgrad', 'occlusion', 'random')
+                 'smoothgrad', 'random')
     c.method_kwargs.input_iba.mask_per_channel = False  # lambda per token
     c.method_kwargs.input_iba.fixed_channels = 1  # the view's PAD channel
     c.num_explain = 64
