@@ -9,6 +9,8 @@ import pytest
 import xai_jax as xj
 from xai_jax import blackbox as bb
 from xai_jax import iba
+from xai_jax import input_iba
+from xai_jax import models
 
 
 class _RegionNet(nn.Module):
@@ -134,6 +136,17 @@ def test_clear_errors():
     iba.explain(e, _data(2).at[0, 0, 0, 0].set(jnp.nan))
   with pytest.raises(ValueError, match='cannot be laid'):
     iba.capacity_map(jnp.ones((1, 3, 2, 2, 4)), (8, 8, 1))
+
+
+def test_layer_errors_name_the_layers_and_come_at_fit():
+  cnn = models.CNN(num_classes=3, features=(4, 8), dense=8)
+  v = cnn.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  with pytest.raises(ValueError, match="'conv1', 'conv2', 'dense1'"):
+    bb.from_linen(cnn, v, input_shape=(8, 8, 1), split_at='conv9')
+  flat = bb.from_linen(cnn, v, input_shape=(8, 8, 1), split_at='dense1')
+  for method in (iba, input_iba):
+    with pytest.raises(ValueError, match='cannot be laid'):
+      method.fit(0, flat, _data(8))
 
 
 def test_gaussian_noise_is_standard_normal_and_keyed():

@@ -278,6 +278,14 @@ def capacity_map(cap: Array, input_shape: tuple[int, ...]) -> Array:
   return m
 
 
+def check_latent_layout(box: bb.BlackBox) -> None:
+  """Raises the `capacity_map` ValueError at `fit` time, before any
+  optimisation, when the split's latent cannot be laid on the input (a
+  flat latent such as a dense layer's output)."""
+  jax.eval_shape(lambda c: capacity_map(c, box.input_shape),
+                 jax.ShapeDtypeStruct((1, *box.latent_shape), jnp.float32))
+
+
 # ---------------------------------------------------------------- estimation
 @jax.jit
 def _moments(box: bb.BlackBox, x: Array, shift: Array
@@ -333,7 +341,8 @@ def fit(key: Any, model: bb.BlackBox, x: Any,
   Returns:
     an `IBAExplainer`.
   Raises:
-    ValueError: a box without a split, bad x, an unknown config field.
+    ValueError: a box without a split, a latent that cannot be laid on the
+      input (`capacity_map`), bad x, an unknown config field.
   """
   cfg = protocol.merge_config(default_config(), config, overrides,
                               method='iba')
@@ -350,6 +359,7 @@ def fit(key: Any, model: bb.BlackBox, x: Any,
   if not isinstance(model, bb.BlackBox) or not model.is_split:
     raise ValueError('model must be a split BlackBox: build it with '
                      "blackbox.from_linen(..., split_at='layer_name').")
+  check_latent_layout(model)
   x = _checks.check_model_input(model, _checks.as_array('x', x), 'x')
   if cfg.estimate_rows is not None:
     x = x[:_checks.check_int('estimate_rows', cfg.estimate_rows, 2)]

@@ -412,8 +412,9 @@ def fit(key: Any, model: bb.BlackBox, x: Any,
   Returns:
     an `InputIBAExplainer`.
   Raises:
-    ValueError: a box without a split or with token inputs, bad x, an
-      unknown or invalid config field, `fixed_channels` leaving no channel.
+    ValueError: a box without a split or with token inputs, a latent that
+      cannot be laid on the input (`iba.capacity_map`), bad x, an unknown or
+      invalid config field, `fixed_channels` leaving no channel.
   """
   cfg = protocol.merge_config(default_config(), config, overrides,
                               method='input_iba')
@@ -429,6 +430,7 @@ def fit(key: Any, model: bb.BlackBox, x: Any,
   if len(model.input_shape) < 2:
     raise ValueError(f'model.input_shape must be [*spatial, channels], got '
                      f'{model.input_shape}.')
+  iba.check_latent_layout(model)
   if cfg.fixed_channels >= model.input_shape[-1]:
     raise ValueError(f'fixed_channels={cfg.fixed_channels} leaves no input '
                      f'channel to mask (input_shape {model.input_shape}).')
