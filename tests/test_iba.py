@@ -1,41 +1,16 @@
 """IBA: capacity, smoothing, estimation, the batched per-sample bottleneck."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import xai_jax as xj
+from conftest import region_data
 from xai_jax import blackbox as bb
 from xai_jax import iba
 from xai_jax import input_iba
 from xai_jax import models
-
-
-class _RegionNet(nn.Module):
-  """Class 1 iff the top-left 4x4 region is bright: conv (identity-like),
-  then a fixed read-out of that region."""
-
-  @nn.compact
-  def __call__(self, x):
-    h = nn.Conv(4, (1, 1), name='conv')(x)                  # [b, 8, 8, 4]
-    region = jnp.mean(h[:, :4, :4, :], axis=(1, 2, 3))
-    rest = jnp.mean(h[:, 4:, :, :], axis=(1, 2, 3)) * 0.0
-    s = 60.0 * (region - 0.5) + rest
-    return jnp.stack([-s, s], axis=-1)
-
-
-def _box():
-  m = _RegionNet()
-  v = m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-  v = jax.tree_util.tree_map(lambda a: jnp.ones_like(a) if a.ndim == 4
-                             else jnp.zeros_like(a), v)
-  return bb.from_linen(m, v, input_shape=(8, 8, 1), split_at='conv')
-
-
-def _data(n, seed=0):
-  return jax.random.uniform(jax.random.key(seed), (n, 8, 8, 1))
 
 
 def test_capacity_is_zero_at_lambda_zero_and_grows_with_lambda():
@@ -63,9 +38,9 @@ def test_smoothing_keeps_constants_and_mass():
   assert k.shape == (5,) and abs(k.sum() - 1) < 1e-6
 
 
-def test_estimate_matches_numpy():
-  box = _box()
-  x = _data(300)
+def test_estimate_matches_numpy(region_box):
+  box = region_box
+  x = region_data(300)
   mean, std, active = iba.estimate(box, x, chunk_size=64)
   lat = np.asarray(box.head(x))
   np.testing.assert_allclose(mean, lat.mean(0), atol=1e-5)
@@ -74,12 +49,12 @@ def test_estimate_matches_numpy():
   assert float(active.min()) == 1.0
 
 
-def test_iba_puts_its_mass_on_the_deciding_region():
+def test_iba_puts_its_mass_on_the_deciding_region(region_box):
   # beta = 1: on this 256-feature toy the reference beta = 10 (on the mean
   # capacity) outweighs the cross-entropy everywhere in 10 steps.
-  box = _box()
-  e = iba.fit(0, box, _data(256), beta=1.0)
-  x = _data(6, seed=1).at[:, :4, :4, :].set(0.95)             # class 1
+  box = region_box
+  e = iba.fit(0, box, region_data(256), beta=1.0)
+  x = region_data(6, seed=1).at[:, :4, :4, :].set(0.95)             # class 1
   out = iba.explain(e, x, key=0)
   assert out.scores.shape == (6, 8, 8)
   s = np.asarray(out.scores)
@@ -92,10 +67,10 @@ def test_iba_puts_its_mass_on_the_deciding_region():
   assert np.all(inside > 1.2 * outside), (inside, outside)
 
 
-def test_batched_equals_one_at_a_time_with_the_same_keys():
-  box = _box()
-  e = iba.fit(0, box, _data(128), num_steps=4)
-  x = _data(5, seed=2)
+def test_batched_equals_one_at_a_time_with_the_same_keys(region_box):
+  box = region_box
+  e = iba.fit(0, box, region_data(128), num_steps=4)
+  x = region_data(5, seed=2)
   key = jax.random.key(3)
   _, cap = iba.explain(e, x, key=key, target=1, return_capacity=True)
   keys = jax.random.split(key, 5)
@@ -110,30 +85,30 @@ def test_batched_equals_one_at_a_time_with_the_same_keys():
     np.testing.assert_allclose(cap[i], one, rtol=1e-4, atol=1e-5)
 
 
-def test_same_key_same_result_and_registered():
-  box = _box()
-  e = xj.EXPLAINERS['iba'].fit(0, box, _data(64), num_steps=2)
-  x = _data(3, seed=4)
+def test_same_key_same_result_and_registered(region_box):
+  box = region_box
+  e = xj.EXPLAINERS['iba'].fit(0, box, region_data(64), num_steps=2)
+  x = region_data(3, seed=4)
   a = iba.explain(e, x, key=5).scores
   np.testing.assert_array_equal(a, iba.explain(e, x, key=5).scores)
   assert set(iba.default_config()) >= {'beta', 'num_steps', 'smooth_sigma'}
 
 
-def test_clear_errors():
-  box = _box()
+def test_clear_errors(region_box):
+  box = region_box
   plain = bb.from_jax(lambda x: x.reshape(x.shape[0], -1)[:, :2],
                       input_shape=(8, 8, 1))
   with pytest.raises(ValueError, match='split'):
-    iba.fit(0, plain, _data(8))
+    iba.fit(0, plain, region_data(8))
   with pytest.raises(ValueError, match='betta'):
-    iba.fit(0, box, _data(8), betta=3)
+    iba.fit(0, box, region_data(8), betta=3)
   with pytest.raises(ValueError, match='iba.fit'):
-    iba.explain(object(), _data(2))
-  e = iba.fit(0, box, _data(8), num_steps=1)
+    iba.explain(object(), region_data(2))
+  e = iba.fit(0, box, region_data(8), num_steps=1)
   with pytest.raises(ValueError, match='target'):
-    iba.explain(e, _data(2), target=2)
+    iba.explain(e, region_data(2), target=2)
   with pytest.raises(ValueError, match='x'):
-    iba.explain(e, _data(2).at[0, 0, 0, 0].set(jnp.nan))
+    iba.explain(e, region_data(2).at[0, 0, 0, 0].set(jnp.nan))
   with pytest.raises(ValueError, match='cannot be laid'):
     iba.capacity_map(jnp.ones((1, 3, 2, 2, 4)), (8, 8, 1))
 
@@ -146,7 +121,7 @@ def test_layer_errors_name_the_layers_and_come_at_fit():
   flat = bb.from_linen(cnn, v, input_shape=(8, 8, 1), split_at='dense1')
   for method in (iba, input_iba):
     with pytest.raises(ValueError, match='cannot be laid'):
-      method.fit(0, flat, _data(8))
+      method.fit(0, flat, region_data(8))
 
 
 def test_gaussian_noise_is_standard_normal_and_keyed():

@@ -1,12 +1,12 @@
 """InputIBA: the prior KL, the critic, the batched three-stage pipeline."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import xai_jax as xj
+from conftest import region_data
 from xai_jax import blackbox as bb
 from xai_jax import iba
 from xai_jax import input_iba
@@ -18,33 +18,9 @@ TINY = dict(feat_steps=10, input_steps=20, gan_samples=16, gan_groups=2,
             beta_input=1.0)
 
 
-class _RegionNet(nn.Module):
-  """Class 1 iff the top-left 4x4 region is bright (as in test_iba)."""
-
-  @nn.compact
-  def __call__(self, x):
-    h = nn.Conv(4, (1, 1), name='conv')(x)                  # [b, 8, 8, 4]
-    region = jnp.mean(h[:, :4, :4, :], axis=(1, 2, 3))
-    rest = jnp.mean(h[:, 4:, :, :], axis=(1, 2, 3)) * 0.0
-    s = 60.0 * (region - 0.5) + rest
-    return jnp.stack([-s, s], axis=-1)
-
-
-def _box():
-  m = _RegionNet()
-  v = m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-  v = jax.tree_util.tree_map(lambda a: jnp.ones_like(a) if a.ndim == 4
-                             else jnp.zeros_like(a), v)
-  return bb.from_linen(m, v, input_shape=(8, 8, 1), split_at='conv')
-
-
-def _data(n, seed=0):
-  return jax.random.uniform(jax.random.key(seed), (n, 8, 8, 1))
-
-
 @pytest.fixture(scope='module')
-def fitted():
-  return input_iba.fit(0, _box(), _data(128), **TINY)
+def fitted(region_box):
+  return input_iba.fit(0, region_box, region_data(128), **TINY)
 
 
 def test_input_capacity_is_the_kl_to_the_gan_prior():
@@ -80,7 +56,7 @@ def test_critic_scores_images_tokens_and_flat_latents(shape):
 
 
 def test_region_gets_the_mask_and_stages_are_returned(fitted):
-  x = _data(4, seed=1).at[:, :4, :4, :].set(0.95)             # class 1
+  x = region_data(4, seed=1).at[:, :4, :4, :].set(0.95)             # class 1
   out, stages = input_iba.explain(fitted, x, key=0, return_stages=True)
   s = np.asarray(out.scores)
   assert s.shape == (4, 8, 8)
@@ -95,7 +71,7 @@ def test_region_gets_the_mask_and_stages_are_returned(fitted):
 def test_batched_equals_one_at_a_time_with_the_same_keys(fitted):
   e = fitted
   box = e.model
-  x = _data(4, seed=2)
+  x = region_data(4, seed=2)
   key = jax.random.key(3)
   out, st = input_iba.explain(e, x, key=key, target=1, return_stages=True)
   c = e.config
@@ -138,7 +114,7 @@ def test_batched_equals_one_at_a_time_with_the_same_keys(fitted):
 
 
 def test_same_key_same_result_and_registered(fitted):
-  x = _data(4, seed=4)                 # the shapes compiled above
+  x = region_data(4, seed=4)                 # the shapes compiled above
   a = input_iba.explain(fitted, x, key=5).scores
   np.testing.assert_array_equal(a, input_iba.explain(fitted, x, key=5).scores)
   assert xj.EXPLAINERS['input_iba'] is input_iba
@@ -170,12 +146,12 @@ def test_text_embedding_view_keeps_the_pad_channel_and_maps_tokens():
   np.testing.assert_array_equal(noised[..., -1], z[:1, :, -1])
 
 
-def test_clear_errors(fitted):
-  box = _box()
+def test_clear_errors(fitted, region_box):
+  box = region_box
   plain = bb.from_jax(lambda x: x.reshape(x.shape[0], -1)[:, :2],
                       input_shape=(8, 8, 1))
   with pytest.raises(ValueError, match='split'):
-    input_iba.fit(0, plain, _data(8))
+    input_iba.fit(0, plain, region_data(8))
   m = models.TextCNN(num_classes=2, vocab_size=30, embed_dim=6, filters=8,
                      hidden=8)
   t = jnp.ones((4, 10), jnp.int32)
@@ -184,16 +160,16 @@ def test_clear_errors(fitted):
   with pytest.raises(ValueError, match='embedding_blackbox'):
     input_iba.fit(0, tbox, t)
   with pytest.raises(ValueError, match='fixed_channels'):
-    input_iba.fit(0, box, _data(8), fixed_channels=1)
+    input_iba.fit(0, box, region_data(8), fixed_channels=1)
   with pytest.raises(ValueError, match='gan_epochs'):
-    input_iba.fit(0, box, _data(8), gan_epochs=0)
+    input_iba.fit(0, box, region_data(8), gan_epochs=0)
   with pytest.raises(ValueError, match='beta_input'):
-    input_iba.fit(0, box, _data(8), beta_input=-1.0)
+    input_iba.fit(0, box, region_data(8), beta_input=-1.0)
   with pytest.raises(ValueError, match='gan_stepz|valid|Unknown|unknown'):
-    input_iba.fit(0, box, _data(8), gan_stepz=3)
+    input_iba.fit(0, box, region_data(8), gan_stepz=3)
   with pytest.raises(ValueError, match='input_iba.fit'):
-    input_iba.explain(iba.fit(0, box, _data(8)), _data(2))
+    input_iba.explain(iba.fit(0, box, region_data(8)), region_data(2))
   with pytest.raises(ValueError, match='target'):
-    input_iba.explain(fitted, _data(2), target=5)
+    input_iba.explain(fitted, region_data(2), target=5)
   with pytest.raises(ValueError, match='x'):
     input_iba.explain(fitted, jnp.ones((2, 7, 7, 1)))

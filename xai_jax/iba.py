@@ -278,12 +278,31 @@ def capacity_map(cap: Array, input_shape: tuple[int, ...]) -> Array:
   return m
 
 
-def check_latent_layout(box: bb.BlackBox) -> None:
-  """Raises the `capacity_map` ValueError at `fit` time, before any
-  optimisation, when the split's latent cannot be laid on the input (a
-  flat latent such as a dense layer's output)."""
+def check_split_box(box: Any) -> None:
+  """Raises a ValueError, at `fit` time and before any optimisation, for a
+  model that is not a split `BlackBox` or whose latent cannot be laid on
+  the input (`capacity_map`: e.g. a dense layer's flat output)."""
+  if not isinstance(box, bb.BlackBox) or not box.is_split:
+    raise ValueError('model must be a split BlackBox: build it with '
+                     "blackbox.from_linen(..., split_at='layer_name').")
   jax.eval_shape(lambda c: capacity_map(c, box.input_shape),
                  jax.ShapeDtypeStruct((1, *box.latent_shape), jnp.float32))
+
+
+def prepare_explain(box: bb.BlackBox, x: Any, key: Any, target: Any, *,
+                    seed: int, method: str) -> tuple[Array, Array, Array]:
+  """Checks an `explain` call of a per-example bottleneck method: returns
+  `(x [n, *input_shape], target int [n], keys [n])`, the target resolved to
+  the predicted class where None and example i's key
+  `jax.random.split(key, n)[i]`."""
+  key = _checks.as_key('key', key, default_seed=seed, method=method)
+  x = _checks.check_model_input(box, _checks.as_array('x', x), 'x')
+  n = x.shape[0]
+  outputs = (bb.forward_in_chunks(box, x, 4096) if target is None
+             else None)
+  t = bb.resolve_target(outputs, target, n, num_outputs=box.num_outputs,
+                        model=box.name)
+  return x, t, jax.random.split(key, n)
 
 
 # ---------------------------------------------------------------- estimation
@@ -305,9 +324,7 @@ def estimate(box: bb.BlackBox, x: Any, *, min_std: float = 0.01,
   first chunk's mean, for a stable variance); never holds more than a chunk
   of latents.
   """
-  if not isinstance(box, bb.BlackBox) or not box.is_split:
-    raise ValueError('model must be a split BlackBox: build it with '
-                     "blackbox.from_linen(..., split_at='layer_name').")
+  check_split_box(box)
   x = _checks.check_model_input(box, _checks.as_array('x', x), 'x')
   n = x.shape[0]
   if n < 2:
@@ -356,10 +373,7 @@ def fit(key: Any, model: bb.BlackBox, x: Any,
   if not 0 <= cfg.active_threshold < 1:
     raise ValueError('active_threshold must lie in [0, 1), got '
                      f'{cfg.active_threshold}.')
-  if not isinstance(model, bb.BlackBox) or not model.is_split:
-    raise ValueError('model must be a split BlackBox: build it with '
-                     "blackbox.from_linen(..., split_at='layer_name').")
-  check_latent_layout(model)
+  check_split_box(model)
   x = _checks.check_model_input(model, _checks.as_array('x', x), 'x')
   if cfg.estimate_rows is not None:
     x = x[:_checks.check_int('estimate_rows', cfg.estimate_rows, 2)]
@@ -415,19 +429,15 @@ def explain(explainer: IBAExplainer, x: Any, *, key: Any = None,
                      'statistics are estimated there).')
   cfg = e.config
   box = e.model
-  key = _checks.as_key('key', key, default_seed=cfg.seed, method='iba')
-  x = _checks.check_model_input(box, _checks.as_array('x', x), 'x')
+  x, t, keys = prepare_explain(box, x, key, target, seed=cfg.seed,
+                               method='iba')
   n = x.shape[0]
   chunk = (_checks.check_chunk_size(cfg.chunk_size) if cfg.chunk_size
            else 64)
-  outputs = (bb.forward_in_chunks(box, x, 4096) if target is None
-             else None)
-  t = bb.resolve_target(outputs, target, n, num_outputs=box.num_outputs,
-                        model=box.name)
   settings = (float(cfg.beta), int(cfg.num_steps), float(cfg.learning_rate),
               int(cfg.num_noise), float(cfg.alpha_init),
               float(cfg.smooth_sigma), bool(cfg.relu))
-  cap = _explain_core(e, x, t, jax.random.split(key, n), settings=settings,
+  cap = _explain_core(e, x, t, keys, settings=settings,
                       chunk=min(chunk, n))
   _checks.check_finite_outputs(cap, method='iba', where='x')
   scores = capacity_map(cap, box.input_shape)

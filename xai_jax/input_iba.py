@@ -420,9 +420,7 @@ def fit(key: Any, model: bb.BlackBox, x: Any,
                               method='input_iba')
   _checks.as_key('key', key, default_seed=cfg.seed, method='input_iba')
   _check_config(cfg)
-  if not isinstance(model, bb.BlackBox) or not model.is_split:
-    raise ValueError('model must be a split BlackBox: build it with '
-                     "blackbox.from_linen(..., split_at='layer_name').")
+  iba.check_split_box(model)
   if model.input_dtype != 'float':
     raise ValueError('InputIBA needs float inputs; for a text model explain '
                      'its embedding view: models.embedding_blackbox(box, '
@@ -430,7 +428,6 @@ def fit(key: Any, model: bb.BlackBox, x: Any,
   if len(model.input_shape) < 2:
     raise ValueError(f'model.input_shape must be [*spatial, channels], got '
                      f'{model.input_shape}.')
-  iba.check_latent_layout(model)
   if cfg.fixed_channels >= model.input_shape[-1]:
     raise ValueError(f'fixed_channels={cfg.fixed_channels} leaves no input '
                      f'channel to mask (input_shape {model.input_shape}).')
@@ -546,18 +543,13 @@ def explain(explainer: InputIBAExplainer, x: Any, *, key: Any = None,
     raise ValueError('explainer must come from input_iba.fit (the latent '
                      'statistics are estimated there).')
   cfg = e.config
-  box = e.model
-  key = _checks.as_key('key', key, default_seed=cfg.seed, method='input_iba')
-  x = _checks.check_model_input(box, _checks.as_array('x', x), 'x')
+  x, t, keys = iba.prepare_explain(e.model, x, key, target, seed=cfg.seed,
+                                   method='input_iba')
   n = x.shape[0]
   chunk = (_checks.check_chunk_size(cfg.chunk_size) if cfg.chunk_size
            else 16)
-  outputs = (bb.forward_in_chunks(box, x, 4096) if target is None
-             else None)
-  t = bb.resolve_target(outputs, target, n, num_outputs=box.num_outputs,
-                        model=box.name)
-  lam, gan, bits = _explain_core(e, x, t, jax.random.split(key, n),
-                                 settings=_settings(cfg), chunk=min(chunk, n))
+  lam, gan, bits = _explain_core(e, x, t, keys, settings=_settings(cfg),
+                                 chunk=min(chunk, n))
   _checks.check_finite_outputs(lam, method='input_iba', where='x')
   out = protocol.Explanation(scores=lam)
   return (out, {'iba': bits, 'gan': gan}) if return_stages else out
