@@ -253,6 +253,30 @@ def table(results: dict[str, float], methods: Any) -> dict[str, dict]:
   return rows
 
 
+GRADIENT_BASELINES = ('saliency', 'integrated_gradients', 'smoothgrad',
+                      'gradcam')
+
+
+def claim_counts(runs: list[dict[str, float]]) -> dict[str, str]:
+  """The papers' claims, as 'runs holding it / runs': InputIBA above IBA,
+  and above every gradient baseline present, on each ground-truth metric
+  (EHR, AUROC) and on insertion AUC."""
+  out = {}
+  for metric in ('ehr', 'auroc', 'insertion_auc'):
+    have = [r for r in runs if f'{metric}/input_iba' in r]
+    if not have:
+      continue
+    def beats(r, others):
+      return all(r[f'{metric}/input_iba'] > r[f'{metric}/{m}']
+                 for m in others if f'{metric}/{m}' in r)
+    out[f'{metric}: input_iba > iba'] = (
+        f'{sum(beats(r, ("iba",)) for r in have)}/{len(have)}')
+    if metric != 'insertion_auc':
+      out[f'{metric}: input_iba > every gradient baseline'] = (
+          f'{sum(beats(r, GRADIENT_BASELINES) for r in have)}/{len(have)}')
+  return out
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
@@ -262,6 +286,9 @@ def main(argv: list[str]) -> None:
         dirs, lambda r: {k: v for k, v in table(
             r, cfg_module.METHODS).items() if v},
         SCORE_KEYS + ('explain_seconds',)))
+    runs = [common.read_json(os.path.join(d, 'metrics.json')) for d in dirs]
+    for claim, count in claim_counts(runs).items():
+      print(f'{claim}: {count} runs')
     return
   if _WORKDIR.value is None:
     raise app.UsageError('--workdir is required (or --summarize).')

@@ -81,3 +81,16 @@ def test_synthetic_text_end_to_end_tiny(tmp_path):
     assert 0.0 <= res[f'tpr/{m}'] <= 1.0
   assert res['tpr/integrated_gradients'] > res['tpr/random']
   assert os.path.exists(tmp_path / 'figures' / 'maps.png')
+
+
+def test_claim_counts():
+  runs = [{'ehr/input_iba': 0.6, 'ehr/iba': 0.3, 'ehr/saliency': 0.1,
+           'auroc/input_iba': 0.7, 'auroc/iba': 0.9, 'auroc/saliency': 0.8},
+          {'ehr/input_iba': 0.2, 'ehr/iba': 0.3, 'ehr/saliency': 0.1,
+           'auroc/input_iba': 0.9, 'auroc/iba': 0.8, 'auroc/saliency': 0.6}]
+  c = iiba_exp.claim_counts(runs)
+  assert c['ehr: input_iba > iba'] == '1/2'
+  assert c['ehr: input_iba > every gradient baseline'] == '2/2'
+  assert c['auroc: input_iba > iba'] == '1/2'
+  assert c['auroc: input_iba > every gradient baseline'] == '1/2'
+  assert not any(k.startswith('insertion_auc') for k in c)
