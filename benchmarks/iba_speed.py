@@ -60,8 +60,9 @@ ANCHOR_INPUT_IBA_S = 7.7
 ANCHOR_WGAN_S = 7.2
 
 
-def load_box(train_steps: int, seed: int = 0) -> tuple[bb.BlackBox,
-                                                       np.ndarray, str]:
+def load_box(train_steps: int, seed: int = 0,
+             features: tuple[int, int] = (32, 64)
+             ) -> tuple[bb.BlackBox, np.ndarray, str]:
   """The split CNN and test images (Fashion-MNIST when installed)."""
   try:
     tr = data.load_fashion_mnist('train')
@@ -74,7 +75,7 @@ def load_box(train_steps: int, seed: int = 0) -> tuple[bb.BlackBox,
     y_tr = rs.randint(0, 10, 2000)
     x_te = rs.rand(1000, 28, 28, 1).astype(np.float32)
     source, train_steps = 'random images, random model', 0
-  m = models.make_model('cnn', num_classes=10, features=(32, 64))
+  m = models.make_model('cnn', num_classes=10, features=features)
   v = m.init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))
   if train_steps:
     tx = optax.adam(1e-3)
@@ -182,7 +183,8 @@ def wgan_arithmetic(box: bb.BlackBox, x: np.ndarray) -> dict[str, float]:
 def main(argv=None) -> dict[str, Any]:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--quick', action='store_true',
-                 help='tiny sizes and shortened InputIBA (smoke test)')
+                 help='a conv8-conv16 CNN, tiny sizes and a shortened '
+                 'InputIBA (smoke test)')
   p.add_argument('--batch', type=int, default=64)
   p.add_argument('--single', type=int, default=None,
                  help='images explained one at a time (default 16 / 3)')
@@ -206,7 +208,8 @@ def main(argv=None) -> dict[str, Any]:
       device=str(jax.devices()[0]))
   if args.wait_quiet > 0:
     res['wait_quiet'] = wait_quiet(args.wait_quiet)
-  box, x, source = load_box(args.train_steps)
+  box, x, source = load_box(args.train_steps,
+                            features=(8, 16) if args.quick else (32, 64))
   res['data'] = source
   if 'iba' not in skip:
     e = iba.fit(0, box, x[:1000])
