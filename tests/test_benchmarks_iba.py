@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/iba_speed.py --quick (a subprocess): every part
-runs and writes its fields; not the speed ratios (CI machines vary)."""
+"""Smoke test of benchmarks/iba_speed.py --quick (a subprocess): the IBA and
+WGAN-arithmetic parts run and write their fields; not the speed ratios (CI
+machines vary)."""
 
 import json
 import os
@@ -16,13 +17,16 @@ def test_iba_speed_quick_writes_every_field(tmp_path):
   out = tmp_path / 'iba.json'
   proc = subprocess.run(
       [sys.executable, os.path.join(_ROOT, 'benchmarks', 'iba_speed.py'),
-       '--quick', '--single', '1', '--out', str(out)],
+       '--quick', '--single', '1', '--skip', 'input_iba', '--out', str(out)],
       capture_output=True, text=True, check=False, timeout=300,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.loads(out.read_text())
   assert res['quick'] is True and res['batch'] == 4
-  for name in ('iba', 'input_iba'):
+  # InputIBA's timing runs the same code path (time_method); the colab and
+  # the experiment tests run InputIBA itself.
+  assert 'input_iba' not in res
+  for name in ('iba',):
     r = res[name]
     assert r['single_s_per_image'] > 0 and r['batch_s_per_image'] > 0
     assert r['batch_compile_s'] >= 0 and r['batch_calls'] >= 1
