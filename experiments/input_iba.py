@@ -77,7 +77,7 @@ def _kwargs(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
           if name in config.method_kwargs else {})
 
 
-def _to_map(name: str, attr: np.ndarray, x_shape: tuple[int, ...],
+def _to_map(name: str, attr: np.ndarray,
             groups: masking.FeatureGroups | None, text: bool) -> np.ndarray:
   """One value per pixel `[b, H, W]` or token `[b, L]`."""
   a = np.asarray(attr, np.float32)
@@ -140,7 +140,7 @@ def explain_all(config: ml_collections.ConfigDict, box: bb.BlackBox,
       with timing.timed() as t:
         out = jax.block_until_ready(fn())
     seconds[name] = t.excl_compile
-    maps[name] = _to_map(name, out, x.shape, groups, text)
+    maps[name] = _to_map(name, out, groups, text)
     if not np.all(np.isfinite(maps[name])):
       raise FloatingPointError(f'{name} returned non-finite maps.')
     logging.info('%s: %.2f s for %d rows', name, seconds[name], x.shape[0])
