@@ -19,7 +19,7 @@ networks), `realx` (REAL-X predictor, EVAL-X evaluator), `attribution`
 `attribution.coalitions`), `metrics` (pure metric functions), `retrain` (keep-
 and-retrain, remove-and-retrain), `viz` (figures), `timing` (block timer),
 `data`, `models`, and the methods (`l2x`, `normlime`, `fastshap`,
-`selective`, `iba`, `input_iba`).
+`selective`, `iba`, `input_iba`, `ltx`).
 """
 
 from xai_jax import attribution
@@ -29,6 +29,7 @@ from xai_jax import fastshap
 from xai_jax import iba
 from xai_jax import input_iba
 from xai_jax import l2x
+from xai_jax import ltx
 from xai_jax import masking
 from xai_jax import metrics
 from xai_jax import models
@@ -62,6 +63,7 @@ EXPLAINERS = {
     'iba': iba,
     'input_iba': input_iba,
     'l2x': l2x,
+    'ltx': ltx,
     'normlime': normlime,
     'selective': selective,
     **protocol.ATTRIBUTION_EXPLAINERS,

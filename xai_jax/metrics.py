@@ -18,12 +18,16 @@ Ground truth (synthetic data with known relevant features or masks):
   * `pointing_game`   Zhang et al. 2016: is the maximum within `tolerance` px.
   * `effective_heat_ratio`, `effective_heat_ratio_curve`  heat mass inside the
     ground-truth mask; the latter is InputIBA's EHR (Zhang et al. 2021).
+  * `segmentation_scores`  LTX's segmentation protocol (map binarised at its
+    mean: pixel accuracy, mIoU; average precision).
 
 Against the black box:
   * `posthoc_accuracy`  L2X post-hoc accuracy (f(x_S) agrees with f(x)).
   * `evalx_accuracy`, `evalx_auroc`: EVAL-X (Jethani et al. 2021), scored
     with an evaluator from `realx.train_evalx`.
   * `deletion_insertion`  Petsiuk et al. 2018 (RISE) deletion/insertion curves.
+  * `blackout_curves`  LTX's POS/NEG perturbation tests (pixels blacked out
+    by the map's order; accuracy and probability AUCs).
   * `sensitivity_n`   Ancona et al. 2018.
   * `infidelity`      Yeh et al. 2019, Eq. 2 (and the optimally scaled version).
 
@@ -1034,6 +1038,189 @@ def deletion_insertion(model: Model, x: Array, attributions: Array, *,
   return out
 
 
+@functools.partial(jax.jit, static_argnames=('chunk',))
+def _blackout_core(box, x, units, target, counts, groups, base, chunk):
+  b, t1 = x.shape[0], counts.shape[0]
+  pos = _order_positions(units)
+
+  def fn(idx):                                   # a chunk of rows [r]
+    i, t = idx // t1, idx % t1
+    removed = groups.expand((pos[i] < counts[t][:, None]).astype(jnp.float32))
+    out = box.apply_fn(box.params, masking.apply_mask(x[i], 1.0 - removed,
+                                                      base[i]))
+    lp = bb.to_log_probs(out, box.output)
+    tg = target[i]
+    return {'hit': (jnp.argmax(out, -1) == tg).astype(jnp.float32),
+            'prob': jnp.exp(jnp.take_along_axis(lp, tg[:, None], -1)[:, 0])}
+
+  r = bb.map_batches(fn, jnp.arange(b * t1, dtype=jnp.int32), chunk)
+  return r['hit'].reshape(b, t1), r['prob'].reshape(b, t1)
+
+
+def blackout_curves(model: Model, x: Array, saliency: Array, *,
+                    target: Array | int | None = None, order: str = 'most',
+                    fractions: Sequence[float] | None = None,
+                    baseline: Baseline = 0.0, channel_reduce: str = 'sum',
+                    batch_size: int = _DEFAULT_BATCH) -> dict[str, Array]:
+  """LTX's perturbation tests (Barkan et al., ICDM 2023; the POS/NEG tests of
+  Chefer et al. 2021): pixels blacked out by the map's order.
+
+  For each fraction p of `fractions` (default 0.1, 0.2, ..., 0.9) the
+  floor(p H W) pixels of highest saliency (`order='most'`, the POS test) or
+  of lowest saliency (`order='least'`, the NEG test) are set to `baseline`
+  in every channel (ties by pixel index). Each masked image is scored by
+  top-1 agreement with `target` (accuracy) and by the target's softmax
+  probability. The curves start at p = 0 (the clean image); the AUCs are
+  the trapezoid rule over p in [0, max fraction] (the reference's
+  `sklearn.metrics.auc`; multiply by 100 for its units, maximum 90 with the
+  default fractions). POS: lower is better; NEG: higher is better. The
+  reference's "DEL" / "INS" are the probability AUCs of the POS / NEG
+  curves (not RISE's deletion/insertion: `deletion_insertion`).
+
+  Args:
+    model: a classifier black box on images `[*input_shape] = [H, W, C]`.
+    x: `[batch, H, W, C]`.
+    saliency: `[batch, H, W]` (or `[batch, H, W, C]`, reduced over channels
+      by `channel_reduce`).
+    target: class per example `[batch]`, one int, or None for the predicted
+      class on the clean image; indices in `[0, num_outputs)`.
+    order: 'most' (POS) or 'least' (NEG) salient pixels removed first.
+    fractions: increasing fractions in (0, 1].
+    baseline: the fill of removed pixels (scalar, an array, or 'zero' /
+      'mean' / 'blur' as `deletion_insertion`); 0 = black for [0, 1] images.
+    channel_reduce: 'sum', 'mean', 'abs_sum', 'max' or 'max_abs'.
+    batch_size: model rows per chunk.
+
+  Returns:
+    `fractions` `[T+1]` (0 first), `target` `[batch]`, `accuracy_curve`,
+    `prob_curve` `[batch, T+1]`, `accuracy_auc`, `prob_auc` `[batch]` and
+    their means `accuracy_auc_mean`, `prob_auc_mean`, and the curves' means
+    over the batch `accuracy_curve_mean`, `prob_curve_mean` `[T+1]`.
+
+  Raises:
+    ValueError: a bad argument (named), a non-classifier, a target outside
+      `[0, num_outputs)`, or a model that returns NaN or inf.
+  """
+  _checks.check_choice('order', order, ('most', 'least'))
+  box = _box(model, x)
+  _check_classifier(box, 'blackout_curves')
+  x = _checks.check_model_input(box, x)
+  if len(box.input_shape) != 3:
+    raise ValueError('blackout_curves needs images [batch, H, W, C]; the '
+                     f'black box takes {box.input_shape}.')
+  sal, _ = _check_maps(saliency, jnp.ones(box.input_shape[:2], bool),
+                       channel_reduce)
+  if sal.shape != x.shape[:3]:
+    raise ValueError(f'saliency must have shape {x.shape[:3]} (batch, H, W) '
+                     f'or {x.shape}, got {sal.shape}.')
+  f = np.arange(1, 10) / 10 if fractions is None else np.asarray(
+      fractions, np.float64)
+  if (f.ndim != 1 or not f.size or not np.all(np.isfinite(f))
+      or np.any(f <= 0) or np.any(f > 1) or np.any(np.diff(f) <= 0)):
+    raise ValueError('fractions must be increasing values in (0, 1], got '
+                     f'{fractions!r}.')
+  tgt = bb.check_target(box, target, x.shape[0])
+  if tgt is None:
+    tgt = box.predict(x)
+  base = _baseline_array('baseline', baseline, x, box)
+  d = sal.shape[1] * sal.shape[2]
+  units = sal.reshape(sal.shape[0], d)
+  units = units if order == 'most' else 0.0 - units
+  counts = jnp.asarray(np.concatenate([[0], np.floor(f * d + 1e-9)]),
+                       jnp.int32)
+  pixels = masking.patch_groups(box.input_shape, 1)
+  hit, prob = _blackout_core(box, x, units, jnp.asarray(tgt, jnp.int32),
+                             counts, pixels, base,
+                             _checks.check_int('batch_size', batch_size))
+  _checks.check_finite_outputs(prob, method='blackout_curves',
+                               where='x or its blacked-out copies')
+  xs = jnp.asarray(np.concatenate([[0.0], f]), jnp.float32)
+  out = {'fractions': xs, 'target': jnp.asarray(tgt, jnp.int32),
+         'accuracy_curve': hit, 'prob_curve': prob,
+         'accuracy_curve_mean': hit.mean(0), 'prob_curve_mean': prob.mean(0)}
+  out.update(_result('accuracy_auc', jnp.trapezoid(hit, xs, axis=1)))
+  out.update(_result('prob_auc', jnp.trapezoid(prob, xs, axis=1)))
+  return out
+
+
+@jax.jit
+def _average_precision(scores: Array, positive: Array) -> Array:
+  """sklearn's `average_precision_score` per row of `[b, d]` (ties: one
+  threshold per distinct score); NaN for a row without positives."""
+  order = jnp.argsort(0.0 - scores, axis=-1, stable=True)
+  s = jnp.take_along_axis(scores, order, -1)
+  p = jnp.take_along_axis(positive, order, -1).astype(jnp.float32)
+  d = s.shape[-1]
+  tp = jnp.cumsum(p, -1)
+  idx = jnp.arange(d)
+  is_end = jnp.concatenate([s[:, 1:] != s[:, :-1],
+                            jnp.ones((s.shape[0], 1), bool)], -1)
+  end = jax.lax.cummin(jnp.where(is_end, idx, d), axis=1, reverse=True)
+  precision = jnp.take_along_axis(tp, end, -1) / (end + 1.0)
+  npos = tp[:, -1]
+  return jnp.where(npos > 0, jnp.sum(p * precision, -1) / jnp.maximum(npos, 1),
+                   jnp.nan)
+
+
+@jax.jit
+def _segmentation_core(sal, gt):
+  b = sal.shape[0]
+  flat = sal.reshape(b, -1)
+  lo, hi = flat.min(1, keepdims=True), flat.max(1, keepdims=True)
+  norm = (flat - lo) / jnp.where(hi > lo, hi - lo, 1.0)
+  pred = norm > norm.mean(1, keepdims=True)
+  g = gt.reshape(b, -1)
+  correct = jnp.sum(pred == g, 1)
+  inter = jnp.stack([jnp.sum(~pred & ~g, 1), jnp.sum(pred & g, 1)], 1)
+  union = jnp.stack([jnp.sum(~pred | ~g, 1), jnp.sum(pred | g, 1)], 1)
+  ap = jnp.stack([_average_precision(1.0 - norm, ~g),
+                  _average_precision(norm, g)], 1)
+  return correct, inter, union, ap
+
+
+def segmentation_scores(saliency: Array, gt_mask: Array, *,
+                        channel_reduce: str = 'sum') -> dict[str, Array]:
+  """LTX's segmentation scores of maps against ground-truth masks (Barkan et
+  al., ICDM 2023; the protocol of Chefer et al. 2021).
+
+  Each map is min-max normalised and binarised at its mean (foreground =
+  above the mean). Pixel accuracy and the IoU of the two classes
+  (background, foreground) are accumulated over the whole batch (summed
+  intersections over summed unions); mIoU is the mean of the two IoUs. mAP
+  is the per-image average precision of (1 - map, map) against the
+  (background, foreground) masks (sklearn's `average_precision_score`),
+  averaged over the classes and then over images.
+
+  Args:
+    saliency: `[batch, H, W]` (or `[batch, H, W, C]`, reduced by
+      `channel_reduce`).
+    gt_mask: binary `[batch, H, W]` (an optional channel axis is reduced
+      with any), or `[H, W]` for every example.
+    channel_reduce: 'sum', 'mean', 'abs_sum', 'max' or 'max_abs'.
+
+  Returns:
+    `pixel_accuracy`, `miou`, `iou_foreground`, `iou_background`, `map`
+    (scalars over the batch) and the per-example `pixel_accuracy_per_example`,
+    `iou_per_example` (foreground IoU), `ap` `[batch]` (NaN where a class is
+    absent from the mask).
+
+  Raises:
+    ValueError: bad shapes or non-binary masks (named).
+  """
+  sal, gt = _check_maps(saliency, gt_mask, channel_reduce)
+  correct, inter, union, ap = _segmentation_core(sal, gt)
+  npix = sal.shape[1] * sal.shape[2]
+  iou = inter.sum(0) / jnp.maximum(union.sum(0), 1)
+  ap_img = jnp.mean(ap, 1)
+  return {'pixel_accuracy': correct.sum() / (npix * sal.shape[0]),
+          'miou': iou.mean(), 'iou_background': iou[0],
+          'iou_foreground': iou[1], 'map': _nanmean(ap_img),
+          'pixel_accuracy_per_example': correct / npix,
+          'iou_per_example': inter[:, 1] / jnp.maximum(union[:, 1], 1),
+          'ap': ap_img}
+
+
+
 @functools.partial(jax.jit, static_argnames=('num_subsets', 'space',
                                              'chunk'))
 def _sens_n_core(box, x, units, key, target, groups, base, n, num_subsets,
@@ -1281,8 +1468,9 @@ def shapley_error(estimate: Array, reference: Array) -> dict[str, Array]:
 
 
 __all__ = [
-    'auroc', 'deletion_insertion', 'effective_heat_ratio',
+    'auroc', 'blackout_curves', 'deletion_insertion', 'effective_heat_ratio',
     'effective_heat_ratio_curve', 'evalx_accuracy', 'evalx_auroc',
     'infidelity', 'median_rank', 'pointing_game', 'posthoc_accuracy',
-    'sensitivity_n', 'shapley_error', 'top_k_mask', 'tpr_fdr_at_k',
+    'segmentation_scores', 'sensitivity_n', 'shapley_error', 'top_k_mask',
+    'tpr_fdr_at_k',
 ]

@@ -70,20 +70,6 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes, name='head')(x)
 
 
-class _EncoderBlock(nn.Module):
-  dim: int
-  heads: int
-  mlp_dim: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    y = nn.LayerNorm()(x)
-    x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads)(y, y)
-    y = nn.LayerNorm()(x)
-    y = nn.Dense(self.dim)(nn.gelu(nn.Dense(self.mlp_dim)(y)))
-    return x + y
-
-
 class ViT(nn.Module):
   """A small Vision Transformer `[batch, H, W, C] -> [batch, num_classes]`.
 
@@ -111,7 +97,8 @@ class ViT(nn.Module):
     pos = self.param('pos', nn.initializers.normal(0.02), (1, h * w + 1, c))
     x = x + pos
     for i in range(self.depth):
-      x = _EncoderBlock(self.dim, self.heads, self.mlp_dim, name=f'block{i}')(x)
+      x = nets.EncoderBlock(self.dim, self.heads, self.mlp_dim,
+                            name=f'block{i}')(x)
     x = nn.LayerNorm(name='norm')(x)
     return nn.Dense(self.num_classes, name='head')(x[:, 0])
 

@@ -748,3 +748,123 @@ __all__ = [
     'box_variables', 'init_approximator', 'init_selector', 'l2_penalty',
     'make_approximator', 'make_selector', 'selu',
 ]
+
+
+# ----------------------------------------------------------------------------
+# Mask networks (LTX): x -> a mask in [0, 1] on a grid that upsamples to x.
+
+
+class EncoderBlock(nn.Module):
+  """A pre-LN Transformer encoder block `[batch, tokens, dim] -> same`:
+  x + MHA(LN(x)), then x + MLP(LN(x)) (GELU). The block of `models.ViT`
+  and of `ViTMasker` (same parameter names, so weights copy across)."""
+
+  dim: int
+  heads: int
+  mlp_dim: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    y = nn.LayerNorm()(x)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads)(y, y)
+    y = nn.LayerNorm()(x)
+    y = nn.Dense(self.dim)(nn.gelu(nn.Dense(self.mlp_dim)(y)))
+    return x + y
+
+
+def upsample_bilinear(m: Array, spatial: Sequence[int]) -> Array:
+  """Bilinear resize of maps `[batch, h, w] -> [batch, H, W]` (half-pixel
+  centres, as `torch.nn.functional.interpolate(mode='bilinear',
+  align_corners=False)`); the identity when the sizes match."""
+  spatial = tuple(int(s) for s in spatial)
+  if tuple(m.shape[1:]) == spatial:
+    return m
+  return jax.image.resize(m, (m.shape[0], *spatial), method='bilinear')
+
+
+class ViTMasker(nn.Module):
+  """LTX's explainer for a ViT (Barkan et al., ICDM 2023): the ViT's own
+  architecture (patch embedding 'embed', 'cls', 'pos', blocks 'block{i}',
+  final LayerNorm 'norm': the names of `models.ViT`, so its weights copy
+  in), and on every patch token (the [CLS] token dropped) the head
+  Linear(D, D) -> tanh -> Linear(D, 1) -> sigmoid.
+
+  `x[batch, H, W, C] -> mask[batch, H // patch, W // patch]` in (0, 1).
+  """
+
+  patch: int = 4
+  dim: int = 64
+  depth: int = 4
+  heads: int = 4
+  mlp_dim: int = 128
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    del train
+    x = nn.Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch),
+                padding='VALID', name='embed')(x)
+    b, h, w, c = x.shape
+    x = x.reshape((b, h * w, c))
+    cls = self.param('cls', nn.initializers.zeros, (1, 1, c))
+    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c)), x], axis=1)
+    x = x + self.param('pos', nn.initializers.normal(0.02), (1, h * w + 1, c))
+    for i in range(self.depth):
+      x = EncoderBlock(self.dim, self.heads, self.mlp_dim, name=f'block{i}')(x)
+    x = nn.LayerNorm(name='norm')(x)[:, 1:]
+    x = jnp.tanh(nn.Dense(self.dim, name='mask_hidden')(x))
+    x = nn.Dense(1, name='mask_out')(x)[..., 0]
+    return nn.sigmoid(x.reshape((b, h, w)))
+
+
+class CNNMasker(nn.Module):
+  """LTX's explainer for a CNN: the body of `models.CNN` (3x3 convolutions
+  'conv{i}' + ReLU + 2x2 max-pool; same names, so the black box's weights
+  copy in) -> a 1x1 convolution 'mask_out' -> sigmoid.
+
+  `x[batch, H, W, C] -> mask[batch, H // 2^L, W // 2^L]` in (0, 1), L =
+  len(features). The convolutions are `PatchConv`s (patches and one
+  matmul; kernels `[9 C, F]`): vmapped over per-example parameters (LTX's
+  per-instance finetuning) they become batched matmuls instead of grouped
+  convolutions, which XLA:CPU runs slowly.
+  """
+
+  features: Sequence[int] = (16, 32)
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    del train
+    for i, f in enumerate(self.features):
+      x = max_pool_2x2(nn.relu(PatchConv(f, 3, padding=1,
+                                         name=f'conv{i + 1}')(x)))
+    return nn.sigmoid(nn.Dense(1, name='mask_out')(x)[..., 0])
+
+
+class UNetMasker(nn.Module):
+  """A small U-Net-style mask network (a documented LTX option): the
+  `CNNMasker` encoder ('conv{i}', 3x3 + ReLU + 2x2 max-pool), then per
+  level a 2x bilinear upsampling, concatenation with the encoder's
+  features of that resolution (skip connection) and a 3x3 convolution
+  'up{i}' + ReLU, and a 1x1 convolution 'mask_out' -> sigmoid at the full
+  resolution: `x[batch, H, W, C] -> mask[batch, H, W]` in (0, 1)."""
+
+  features: Sequence[int] = (16, 32)
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    del train
+    skips = []
+    for i, f in enumerate(self.features):
+      x = nn.relu(PatchConv(f, 3, padding=1, name=f'conv{i + 1}')(x))
+      skips.append(x)
+      x = max_pool_2x2(x)
+    for i, f in reversed(list(enumerate(self.features))):
+      s = skips[i]
+      x = jax.image.resize(x, (x.shape[0], *s.shape[1:3], x.shape[-1]),
+                           method='bilinear')
+      x = jnp.concatenate([x, s], axis=-1)
+      x = nn.relu(PatchConv(f, 3, padding=1, name=f'up{i + 1}')(x))
+    return nn.sigmoid(nn.Dense(1, name='mask_out')(x)[..., 0])
+
+
+MASKERS: dict[str, type[nn.Module]] = {
+    'vit': ViTMasker, 'cnn': CNNMasker, 'unet': UNetMasker}

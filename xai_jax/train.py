@@ -132,7 +132,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
-SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'warmup_linear')
 
 _CHECKPOINT_DIR = 'checkpoints'
 _METRICS_JSONL = 'metrics.jsonl'
@@ -240,7 +240,9 @@ def make_schedule(config: Any = None, **overrides: Any) -> optax.Schedule:
   Fields: `learning_rate` (peak lr, eta; default 1e-3), `schedule` in
   `SCHEDULES` (default 'constant'), `warmup_steps` (linear warmup from 0;
   default 0; also honoured by 'constant'), `num_steps` (total steps; required
-  by 'cosine' and 'warmup_cosine', which decay to 0 at `num_steps`).
+  by 'cosine', 'warmup_cosine' and 'warmup_linear', which decay to 0 at
+  `num_steps`). 'warmup_linear': linear warm-up then linear decay to 0 (the
+  HF `get_linear_schedule_with_warmup` of LTX's reference code).
 
   Args:
     config: an ml_collections ConfigDict, a dict, or None.
@@ -269,6 +271,15 @@ def make_schedule(config: Any = None, **overrides: Any) -> optax.Schedule:
     raise ValueError(
         f'schedule={name!r} needs a positive num_steps, got {num_steps!r}.')
   num_steps = int(num_steps)
+  if name == 'warmup_linear':
+    if warmup >= num_steps:
+      raise ValueError(f'warmup_steps={warmup} must be smaller than '
+                       f'num_steps={num_steps}.')
+    parts = [optax.linear_schedule(lr, 0.0, num_steps - warmup)]
+    if warmup == 0:
+      return parts[0]
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup)] + parts, [warmup])
   if name == 'cosine':
     if warmup:
       name = 'warmup_cosine'
