@@ -143,7 +143,7 @@ def default_config(net: str = 'cnn') -> ml_collections.ConfigDict:
   c.epochs = 30
   c.num_steps = None
   c.finetune_steps = 25         # T (0 = pLTX)
-  c.finetune_lr = 1e-3
+  c.finetune_lr = 2e-3          # the reference's nominal lr
   c.finetune_keep = 'objective'
   c.chunk_size = 64
   c.log_every = 100
@@ -378,6 +378,12 @@ def fit(key: Any, model: Any, x: Any, config: Any = None, *,
   n = int(x.shape[0])
   k_init, k_train = jax.random.split(key)
   net = make_net(cfg) if network is None else network
+  if network is None and cfg.net == 'vit' and any(
+      s % int(cfg.patch) for s in box.input_shape[:2]):
+    raise ValueError(
+        f'patch={cfg.patch} does not divide the image size '
+        f'{box.input_shape[:2]}: the ViT explainer\'s mask would not upsample '
+        'onto the image.')
   params = jax.jit(lambda k, v: net.init(k, v))(k_init, x[:2])['params']
   grid = _check_grid(net, params, box.input_shape)
   if cfg.init_from_model:
@@ -386,7 +392,10 @@ def fit(key: Any, model: Any, x: Any, config: Any = None, *,
   if cfg.mode == 'target':
     if labels is None:
       raise ValueError("mode='target' needs labels=[n] class indices.")
-    c = _checks.check_labels('labels', labels, n, box.num_outputs)
+    c, _, soft = _checks.check_labels('labels', labels, n, box.num_outputs)
+    if soft:
+      raise ValueError('labels must be int class indices [n], not soft '
+                       'targets.')
   else:
     if labels is not None:
       raise ValueError("labels are only used with mode='target'.")
