@@ -800,3 +800,57 @@ def test_mean_baseline_comes_from_data_in_the_removal_metrics():
   # every feature removed: the model at the data mean
   np.testing.assert_allclose(whole['deletion_curve'][:, -1],
                              float(data.mean(0) @ w), rtol=1e-5)
+
+
+# ------------------------------------------------ LTX perturbation tests
+def _bright_box():
+  """Class 1 iff the mean brightness exceeds 0.3: [s, -s]... as logits."""
+  def fn(v):
+    s = 20.0 * (jnp.mean(v, axis=(1, 2, 3)) - 0.3)
+    return jnp.stack([-s, s], -1)
+  return bb.from_jax(fn, input_shape=(4, 4, 1))
+
+
+def test_blackout_curves_match_a_hand_computation():
+  box = _bright_box()
+  x = jnp.full((1, 4, 4, 1), 0.5)
+  sal = jnp.arange(16, dtype=jnp.float32).reshape(1, 4, 4)
+  r = M.blackout_curves(box, x, sal, order='most', fractions=(0.25, 0.5))
+  # 0, 4 and 8 of 16 pixels removed: mean 0.5, 0.375, 0.25.
+  want_p = jax.nn.sigmoid(2 * 20.0 * (jnp.array([0.5, 0.375, 0.25]) - 0.3))
+  np.testing.assert_allclose(r['prob_curve'][0], want_p, rtol=1e-5)
+  np.testing.assert_array_equal(r['accuracy_curve'][0], [1, 1, 0])
+  np.testing.assert_allclose(r['accuracy_auc'][0], 0.25 * 1 + 0.25 * 0.5)
+  np.testing.assert_allclose(r['fractions'], [0, 0.25, 0.5])
+  # 'least' removes the low-saliency pixels: the same counts here.
+  x2 = x.at[0, 2:, :, 0].set(1.0)           # bright bottom half
+  most = M.blackout_curves(box, x2, sal, order='most')
+  least = M.blackout_curves(box, x2, sal, order='least')
+  assert float(most['prob_auc'][0]) < float(least['prob_auc'][0])
+  with pytest.raises(ValueError, match='fractions'):
+    M.blackout_curves(box, x, sal, fractions=(0.5, 0.2))
+  with pytest.raises(ValueError, match='saliency'):
+    M.blackout_curves(box, x, sal[:, :2])
+  with pytest.raises(ValueError, match='order'):
+    M.blackout_curves(box, x, sal, order='top')
+
+
+def test_segmentation_scores_match_sklearn_and_counts():
+  from sklearn.metrics import average_precision_score
+  rng = np.random.default_rng(0)
+  sal = np.round(rng.random((3, 6, 6)), 1).astype(np.float32)
+  gt = rng.random((3, 6, 6)) > 0.6
+  r = M.segmentation_scores(sal, gt)
+  norm = [(s - s.min()) / (s.max() - s.min()) for s in sal]
+  pred = np.stack([n > n.mean() for n in norm])
+  inter = [np.sum(~pred & ~gt), np.sum(pred & gt)]
+  union = [np.sum(~pred | ~gt), np.sum(pred | gt)]
+  np.testing.assert_allclose(r['miou'], np.mean(np.divide(inter, union)),
+                             rtol=1e-6)
+  np.testing.assert_allclose(r['pixel_accuracy'], np.mean(pred == gt))
+  ap = [np.mean([average_precision_score(g.ravel(), n.ravel()),
+                 average_precision_score(~g.ravel(), 1 - n.ravel())])
+        for n, g in zip(norm, gt)]
+  np.testing.assert_allclose(r['ap'], ap, rtol=1e-5)
+  perfect = M.segmentation_scores(gt.astype(np.float32), gt)
+  assert float(perfect['miou']) == 1.0 and float(perfect['map']) == 1.0

@@ -862,3 +862,13 @@ def test_fit_unsaved_collections_stay_out_of_checkpoints(tmp_path):
     train.fit(_scaled_loss, p0, _DATA, num_steps=1,
               model_state=_frozen_state(1.0), unsaved_collections=('nope',),
               **kw)
+
+
+def test_warmup_linear_schedule():
+  f = train.make_schedule(learning_rate=1.0, schedule='warmup_linear',
+                          warmup_steps=2, num_steps=10)
+  np.testing.assert_allclose([float(f(i)) for i in (0, 1, 2, 6, 10)],
+                             [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-7)
+  with pytest.raises(ValueError, match='warmup_steps'):
+    train.make_schedule(schedule='warmup_linear', warmup_steps=10,
+                        num_steps=10)

@@ -1108,8 +1108,8 @@ def blackout_curves(model: Model, x: Array, saliency: Array, *,
   if len(box.input_shape) != 3:
     raise ValueError('blackout_curves needs images [batch, H, W, C]; the '
                      f'black box takes {box.input_shape}.')
-  sal, _ = _check_maps(saliency, jnp.ones(box.input_shape[:2], bool),
-                       channel_reduce)
+  shape = tuple(_checks.as_array('saliency', saliency).shape)
+  sal, _ = _check_maps(saliency, jnp.ones(shape[1:3], bool), channel_reduce)
   if sal.shape != x.shape[:3]:
     raise ValueError(f'saliency must have shape {x.shape[:3]} (batch, H, W) '
                      f'or {x.shape}, got {sal.shape}.')
