@@ -322,7 +322,9 @@ def format_table(rows: Mapping[str, Mapping[str, Any]] | Mapping[str, Any],
 
 def summarize_runs(workdirs: list[str],
                    table_fn: Callable[[dict[str, Any]], Mapping[str, Mapping]],
-                   columns: tuple[str, ...]) -> str:
+                   columns: tuple[str, ...],
+                   claims: Callable[[list[dict[str, Any]]],
+                                    Mapping[str, str]] | None = None) -> str:
   """A markdown table of mean +- std over runs (e.g. one per seed).
 
   Args:
@@ -330,8 +332,10 @@ def summarize_runs(workdirs: list[str],
     table_fn: flat metrics -> rows (name -> column -> value), the binary's
       own table.
     columns: the columns to show, in order (those present in some run).
+    claims: optional `runs -> {claim: 'holding / runs'}`, one line each.
   Returns:
-    the markdown table and a line with the black box's test accuracy.
+    the markdown table, a line with the black box's test accuracy and the
+    claim lines.
   """
   runs = [read_json(os.path.join(w, 'metrics.json')) for w in workdirs]
   if not runs:
@@ -352,6 +356,8 @@ def summarize_runs(workdirs: list[str],
   acc = [r.get('blackbox/test_accuracy', np.nan) for r in runs]
   lines.append(f'\n{len(runs)} run(s); black box test accuracy '
                f'{np.mean(acc):.3f} ± {np.std(acc):.3f}.')
+  for claim, count in (claims(runs) if claims else {}).items():
+    lines.append(f'{claim}: {count} runs')
   return '\n'.join(lines)
 
 

@@ -206,10 +206,7 @@ def main(argv: list[str]) -> None:
     print(common.summarize_runs(
         dirs, lambda r: {k: v for k, v in table(
             r, cfg_module.METHODS).items() if v},
-        SCORE_KEYS + ('explain_seconds',)))
-    runs = [common.read_json(os.path.join(d, 'metrics.json')) for d in dirs]
-    for claim, count in claim_counts(runs).items():
-      print(f'{claim}: {count} runs')
+        SCORE_KEYS + ('explain_seconds',), claims=claim_counts))
     return
   if _WORKDIR.value is None:
     raise app.UsageError('--workdir is required (or --summarize).')

@@ -80,8 +80,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def explain_ltx(config: ml_collections.ConfigDict, box: bb.BlackBox,
                 train_x: np.ndarray, x: np.ndarray, target: jax.Array,
                 workdir: str) -> tuple[dict[str, np.ndarray],
-                                       dict[str, float]]:
-  """pLTX and LTX maps of x, their seconds and the pretraining figures."""
+                                       dict[str, float], dict[str, float]]:
+  """pLTX and LTX maps of x, their compiled seconds, and the pretraining
+  and finetuning figures (`ltx/...` keys of metrics.json)."""
   kw = config.method_kwargs.ltx.to_dict()
   n_pre, n_val = config.num_pretrain, config.num_validation
   val = train_x[n_pre:n_pre + n_val] if n_val else None
@@ -225,10 +226,7 @@ def main(argv: list[str]) -> None:
     print(common.summarize_runs(
         dirs, lambda r: {k: v for k, v in table(
             r, cfg_module.METHODS).items() if v},
-        SCORE_KEYS + ('explain_seconds',)))
-    runs = [common.read_json(os.path.join(d, 'metrics.json')) for d in dirs]
-    for claim, count in claim_counts(runs).items():
-      print(f'{claim}: {count} runs')
+        SCORE_KEYS + ('explain_seconds',), claims=claim_counts))
     return
   if _WORKDIR.value is None:
     raise app.UsageError('--workdir is required (or --summarize).')

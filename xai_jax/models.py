@@ -88,14 +88,7 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train
-    x = nn.Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch),
-                padding='VALID', name='embed')(x)
-    b, h, w, c = x.shape
-    x = x.reshape((b, h * w, c))
-    cls = self.param('cls', nn.initializers.zeros, (1, 1, c))
-    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c)), x], axis=1)
-    pos = self.param('pos', nn.initializers.normal(0.02), (1, h * w + 1, c))
-    x = x + pos
+    x, _ = nets.vit_tokens(self, x, self.patch, self.dim)
     for i in range(self.depth):
       x = nets.EncoderBlock(self.dim, self.heads, self.mlp_dim,
                             name=f'block{i}')(x)

@@ -772,6 +772,23 @@ class EncoderBlock(nn.Module):
     return x + y
 
 
+def vit_tokens(module: nn.Module, x: Array, patch: int, dim: int
+               ) -> tuple[Array, tuple[int, int]]:
+  """A ViT's input tokens, built inside `module`'s compact `__call__`:
+  the patch embedding 'embed' (a `patch` x `patch` stride-`patch` conv),
+  the learned [CLS] token 'cls' prepended and the position embeddings
+  'pos' added. `x[b, H, W, C] -> ([b, 1 + h w, dim], (h, w))`, h = H //
+  patch. Shared by `models.ViT` and `ViTMasker` (same parameter names)."""
+  x = nn.Conv(dim, (patch, patch), (patch, patch), padding='VALID',
+              name='embed')(x)
+  b, h, w, c = x.shape
+  x = x.reshape((b, h * w, c))
+  cls = module.param('cls', nn.initializers.zeros, (1, 1, c))
+  x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c)), x], axis=1)
+  x = x + module.param('pos', nn.initializers.normal(0.02), (1, h * w + 1, c))
+  return x, (h, w)
+
+
 def upsample_bilinear(m: Array, spatial: Sequence[int]) -> Array:
   """Bilinear resize of maps `[batch, h, w] -> [batch, H, W]` (half-pixel
   centres, as `torch.nn.functional.interpolate(mode='bilinear',
@@ -801,13 +818,8 @@ class ViTMasker(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     del train
-    x = nn.Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch),
-                padding='VALID', name='embed')(x)
-    b, h, w, c = x.shape
-    x = x.reshape((b, h * w, c))
-    cls = self.param('cls', nn.initializers.zeros, (1, 1, c))
-    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c)), x], axis=1)
-    x = x + self.param('pos', nn.initializers.normal(0.02), (1, h * w + 1, c))
+    x, (h, w) = vit_tokens(self, x, self.patch, self.dim)
+    b = x.shape[0]
     for i in range(self.depth):
       x = EncoderBlock(self.dim, self.heads, self.mlp_dim, name=f'block{i}')(x)
     x = nn.LayerNorm(name='norm')(x)[:, 1:]
