@@ -51,6 +51,14 @@ baselines; the perturbation AUCs in the reference's units, x 100, maximum
     miou/<method>             mean IoU of foreground and background
     pixel_accuracy/<method>
     map/<method>              mean average precision
+
+Expected results (2-core CPU, mean over seeds 0-2; docs/ltx.md):
+  synthetic_images      mIoU ltx 0.672 (pltx 0.661, occlusion 0.632, best
+                        gradient method 0.485); POS ltx 48.1, NEG 86.4.
+  synthetic_images_vit  the ViT does not learn these images (test accuracy
+                        0.24, chance 0.25): not scored.
+  fashion_mnist         POS ltx 21.7 (pltx 23.6), NEG ltx 79.9 (pltx 73.5).
+  fashion_mnist_vit     POS ltx 19.9 (pltx 21.6), NEG ltx 71.3 (pltx 68.0).
 """
 
 import ml_collections
