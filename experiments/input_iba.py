@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from experiments import method_maps
 from xai_jax import blackbox as bb
 from xai_jax import masking
 from xai_jax import metrics as xm
@@ -127,7 +128,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   target = box.predict(jnp.asarray(x))
   key = jax.random.key(config.seed)
   k_explain, k_metric = jax.random.split(key)
-  maps, seconds = common.explain_maps(config, box, np.asarray(train_ds.x), x,
+  maps, seconds = method_maps.explain_maps(config, box, np.asarray(train_ds.x), x,
                                       target, k_explain)
   for i, (name, m) in enumerate(maps.items()):
     results[f'explain_seconds/{name}'] = seconds[name]

@@ -29,6 +29,7 @@ import numpy as np
 
 import xai_jax
 from experiments import common
+from experiments import method_maps
 from xai_jax import blackbox as bb
 from xai_jax import masking
 from xai_jax import metrics as xm
@@ -159,7 +160,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   others.methods = tuple(m for m in config.methods
                          if m not in ('pltx', 'ltx'))
   if others.methods:
-    m2, s2 = common.explain_maps(others, box, train_x[:config.num_pretrain],
+    m2, s2 = method_maps.explain_maps(others, box, train_x[:config.num_pretrain],
                                  x, target, key)
     maps.update(m2)
     seconds.update(s2)
