@@ -215,3 +215,21 @@ def test_target_mode_uses_labels(region_box):
               **SMALL)
   out = ltx.explain(e, x[:4], target=jnp.asarray(y[:4]), finetune_steps=2)
   assert out.scores.shape == (4, 8, 8)
+
+
+def test_a_model_returning_nan_is_an_error(region_box):
+  x = region_data(16)
+  nan_box = bb.from_jax(
+      lambda v: jnp.stack([jnp.log(jnp.mean(v, (1, 2, 3)) - 2.0)] * 2, -1),
+      input_shape=(8, 8, 1))
+  with pytest.raises(ValueError, match='NaN or inf'):
+    ltx.fit(0, nan_box, x, num_steps=1, **SMALL)
+  e = ltx.fit(0, region_box, x, num_steps=2, **SMALL)
+  # finite on x, NaN once pixels are removed: no step can be kept.
+  half = bb.from_jax(
+      lambda v: jnp.stack([jnp.log(jnp.mean(v, (1, 2, 3)) - 0.999)] * 2, -1),
+      input_shape=(8, 8, 1))
+  bright = jnp.ones((2, 8, 8, 1))
+  with pytest.raises(ValueError, match='masked copies'):
+    ltx.explain(e.replace(model=half), bright, finetune_steps=2)
+

@@ -365,8 +365,9 @@ def fit(key: Any, model: Any, x: Any, config: Any = None, *,
     an `LTXExplainer` (and the history dict if `return_history`).
   Raises:
     ValueError: an unknown config field, a model that does not return
-      class scores, non-image inputs, a mask that does not upsample to the
-      input, bad labels or config values.
+      class scores (or returns NaN / inf on x), non-image inputs, a mask
+      that does not upsample to the input, bad labels or config values,
+      parameters that diverged to NaN.
   """
   net_name = protocol.peek('net', config, overrides, 'cnn')
   _checks.check_choice('net', net_name, NETS)
@@ -377,6 +378,8 @@ def fit(key: Any, model: Any, x: Any, config: Any = None, *,
   box, x = _check_box(model, x)
   n = int(x.shape[0])
   k_init, k_train = jax.random.split(key)
+  outputs = bb.forward_in_chunks(box, x, 1024)
+  _checks.check_finite_outputs(outputs, method='ltx', where='x')
   net = make_net(cfg) if network is None else network
   if network is None and cfg.net == 'vit' and any(
       s % int(cfg.patch) for s in box.input_shape[:2]):
@@ -399,7 +402,7 @@ def fit(key: Any, model: Any, x: Any, config: Any = None, *,
   else:
     if labels is not None:
       raise ValueError("labels are only used with mode='target'.")
-    c = jnp.argmax(bb.forward_in_chunks(box, x, 1024), -1)
+    c = jnp.argmax(outputs, -1)
   c = np.asarray(c, np.int32)
   batch_size, num_steps = train.resolve_steps(n, cfg.batch_size,
                                               cfg.num_steps, cfg.epochs)
@@ -440,6 +443,10 @@ def fit(key: Any, model: Any, x: Any, config: Any = None, *,
         eval_every=cfg.eval_every,
         log_every=_checks.check_int('log_every', cfg.log_every))
     params = jax.device_get(state.params)
+    if not all(np.all(np.isfinite(v)) for v in jax.tree.leaves(params)):
+      raise ValueError('ltx pretraining diverged: the explainer parameters '
+                       'hold NaN or inf (the model returned NaN or inf on '
+                       'masked copies of x, or learning_rate is too large).')
   explainer = LTXExplainer(params=params, model=box, net=net, frozen=frozen,
                            config=ml_collections.FrozenConfigDict(cfg),
                            grid=grid)
@@ -573,7 +580,8 @@ def explain(explainer: LTXExplainer, x: Any, *, key: Any = None,
     `Explanation(scores=[batch, H, W])`, masks in (0, 1) (1 = kept).
   Raises:
     ValueError: an explainer not from `fit`, bad x, target or key,
-      `finetune_steps < 0`.
+      `finetune_steps < 0`, a model that returns NaN or inf on x or on its
+      masked copies.
   """
   e = _check_explainer(explainer)
   cfg = e.config
@@ -582,8 +590,8 @@ def explain(explainer: LTXExplainer, x: Any, *, key: Any = None,
   _checks.as_key('key', key, default_seed=0, method='ltx')
   x = _checks.check_model_input(e.model, _checks.as_array('x', x), 'x')
   n = x.shape[0]
-  outputs = (bb.forward_in_chunks(e.model, x, 1024) if target is None
-             else None)
+  outputs = bb.forward_in_chunks(e.model, x, 1024)
+  _checks.check_finite_outputs(outputs, method='ltx', where='x')
   c = bb.resolve_target(outputs, target, n, num_outputs=e.model.num_outputs,
                         model=e.model.name)
   chunk = min(_checks.check_chunk_size(cfg.chunk_size), n)
@@ -593,6 +601,10 @@ def explain(explainer: LTXExplainer, x: Any, *, key: Any = None,
     m, loss, step = _finetune_core(e, x, jnp.asarray(c, jnp.int32), steps,
                                    chunk)
   _checks.check_finite_outputs(m, method='ltx', where='x')
+  if steps > 0 or return_info:
+    # A NaN objective at every step would keep no step: raise instead.
+    _checks.check_finite_outputs(loss, method='ltx',
+                                 where='masked copies of x (the objective)')
   out = protocol.Explanation(scores=m)
   if return_info:
     return out, {'objective': loss, 'step': step}
